@@ -1,0 +1,3 @@
+from microvqa_pp.cli import main
+
+main()

@@ -1,0 +1,260 @@
+"""Run configuration: typed settings per stage, named profiles, a TOML file and overrides.
+
+Settings are resolved in this order, later ones winning: the defaults below, the profile's
+defaults (`offline` or `full`), the settings stored in the run by earlier commands, the TOML file
+given with `--config`, typed command-line options, and `--set KEY=VALUE` overrides. Unknown keys
+are errors, so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from microvqa_pp import models
+from microvqa_pp.errors import ConfigError
+
+
+class Section(BaseModel):
+    """Base of every settings section: unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class IngestConfig(Section):
+    """Selection and validation of figures (stage `ingest`)."""
+
+    source_kind: Literal["auto", "biomedica", "parquet", "folder"] = "auto"
+    primary_labels: list[str] = Field(default_factory=lambda: ["Microscopy"])
+    """A BIOMEDICA figure is kept when any of its primary labels is listed; empty keeps all."""
+    secondary_labels: list[str] = Field(default_factory=list)
+    """When not empty, a figure must also have one of these secondary labels."""
+    licenses: list[str] = Field(default_factory=lambda: ["commercial", "noncommercial", "other"])
+    """License groups (`commercial`, `noncommercial`, `other`) or exact `article_license` values."""
+    min_side: int = Field(default=64, ge=1)
+    """Minimum image width and height, in pixels."""
+    max_pixels: int = Field(default=100_000_000, ge=1)
+    """Maximum width times height; larger images are rejected before decoding (decompression bombs)."""
+    min_caption_chars: int = Field(default=20, ge=0)
+    max_caption_chars: int = Field(default=20_000, ge=1)
+    deduplicate: bool = True
+    """Drop figures whose image hash equals that of an earlier figure."""
+    near_duplicate_distance: int = Field(default=4, ge=0, le=64)
+    """Maximum Hamming distance between 64-bit perceptual hashes of near-duplicate images."""
+    drop_near_duplicates: bool = False
+    """Drop near-duplicates instead of only linking them to the first figure of their group."""
+    chunk_size: int = Field(default=256, ge=1)
+    """Figures per work unit for parquet and folder sources (a tar shard is always one unit)."""
+
+
+class AgentConfig(Section):
+    """The model that writes and checks questions (stages `generate`, `score`, `mcq`, `eval`)."""
+
+    backend: Literal["offline", "openai"] = "offline"
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str = ""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Name of the environment variable that holds the API key; the key itself is never stored."""
+    timeout_s: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=5, ge=0)
+    concurrency: int = Field(default=8, ge=1)
+    max_image_side: int = Field(default=1024, ge=32)
+    """Images are shrunk so that their longer side is at most this many pixels before sending."""
+    temperature: float = Field(default=0.0, ge=0)
+    max_tokens: int = Field(default=2048, ge=1)
+    cache: bool = True
+
+
+class GenerateConfig(Section):
+    """Caption-grounded question-answer pairs (stage `generate`)."""
+
+    questions_per_figure: int = Field(default=3, ge=1)
+    chunk_size: int = Field(default=64, ge=1)
+
+
+class SignalsConfig(Section):
+    """Consistency signals per QA (stage `score`). A model set to None is not used."""
+
+    text_model: str = models.TEXT_EMBEDDER
+    nli_model: str | None = None
+    clip_model: str | None = None
+    judge: bool = False
+    batch_size: int = Field(default=32, ge=1)
+    device: str = "auto"
+
+
+class FilterConfig(Section):
+    """HiCQA-Graph filtering (stage `filter`)."""
+
+    method: Literal["graph", "clip", "nli", "text"] = "graph"
+    keep_share: float = Field(default=0.75, gt=0, le=1)
+    threshold: float | None = None
+    """When set, keep every QA whose score is at least this value instead of the top share."""
+    per_task: bool = False
+    """Apply the keep share within each task type instead of over all QAs."""
+
+
+class McqConfig(Section):
+    """Multiple-choice questions, rationales and checks (stage `mcq`)."""
+
+    num_options: int = Field(default=4, ge=2, le=10)
+
+
+class SplitConfig(Section):
+    """Train and test splits (stage `split`)."""
+
+    test_share: float = Field(default=0.2, gt=0, lt=1)
+
+
+class ExportConfig(Section):
+    """Release files (stage `export`)."""
+
+
+class Config(Section):
+    """All settings of a run."""
+
+    profile: Literal["offline", "full"] = "offline"
+    seed: int = 0
+    executor: Literal["local", "ray"] = "local"
+    workers: int = Field(default=1, ge=1)
+    """Worker processes (local executor) or Ray tasks running at once."""
+    limit: int | None = Field(default=None, ge=1)
+    """Stop after this many accepted figures; None takes all."""
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    signals: SignalsConfig = Field(default_factory=SignalsConfig)
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+    mcq: McqConfig = Field(default_factory=McqConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+
+    def section_fingerprint(self, *keys: str) -> str:
+        """Return a short hash of the named top-level settings, for cache keys and resume checks."""
+        data = self.model_dump(mode="json")
+        selected = {key: data[key] for key in keys}
+        encoded = json.dumps(selected, sort_keys=True).encode()
+        return hashlib.sha256(encoded).hexdigest()[:16]
+
+
+PROFILES: dict[str, dict[str, Any]] = {
+    # No model hub and no LLM server: the template agent, the sentence embedder and lexical
+    # features. CLIP and NLI are reported as unavailable.
+    "offline": {
+        "agent": {"backend": "offline"},
+        "signals": {"nli_model": None, "clip_model": None, "judge": False},
+    },
+    # The field's models: an OpenAI-compatible MLLM, BiomedCLIP and a DeBERTa-v3 NLI model.
+    "full": {
+        "agent": {"backend": "openai"},
+        "signals": {
+            "nli_model": models.NLI_CROSS_ENCODER,
+            "clip_model": models.BIOMEDCLIP,
+            "judge": True,
+        },
+    },
+}
+
+
+def merge_settings(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """Merge `update` into a copy of `base`, recursing into nested tables."""
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_settings(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """Parse `section.key=VALUE` into a nested dict; VALUE is read as TOML, else as a string."""
+    key, separator, raw_value = text.partition("=")
+    if not separator or not key.strip():
+        raise ConfigError(f"invalid override {text!r}: expected KEY=VALUE, e.g. filter.keep_share=0.8")
+    try:
+        value = tomllib.loads(f"value = {raw_value}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = raw_value
+    if raw_value.strip().lower() in ("none", "null"):
+        value = None
+    nested: dict[str, Any] = {}
+    node = nested
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return nested
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML configuration file, raising ConfigError with the file and line on failure."""
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError as error:
+        raise ConfigError(f"configuration file not found: {path}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"invalid TOML in {path}: {error}") from error
+
+
+def _drop_nones(data: dict[str, Any]) -> dict[str, Any]:
+    """Remove None values, which TOML cannot store (a missing key means the default)."""
+    cleaned = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            cleaned[key] = _drop_nones(value)
+        elif value is not None:
+            cleaned[key] = value
+    return cleaned
+
+
+def explicit_settings(
+    *,
+    base: dict[str, Any] | None = None,
+    file: Path | None = None,
+    values: dict[str, Any] | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Layer the settings a user chose explicitly: `base`, then the file, typed options, overrides."""
+    merged = copy.deepcopy(base or {})
+    if file is not None:
+        merged = merge_settings(merged, read_toml(file))
+    if values:
+        merged = merge_settings(merged, values)
+    for text in overrides:
+        merged = merge_settings(merged, parse_override(text))
+    return merged
+
+
+def load_config(profile: str | None = None, explicit: dict[str, Any] | None = None) -> Config:
+    """Resolve the configuration: the profile's defaults with the explicit settings on top.
+
+    The profile is `profile` if given, else the explicit `profile` key, else `offline`.
+    """
+    explicit = explicit or {}
+    chosen = profile or explicit.get("profile") or "offline"
+    if chosen not in PROFILES:
+        raise ConfigError(f"unknown profile {chosen!r}; choose one of {sorted(PROFILES)}")
+    merged = merge_settings(PROFILES[chosen], explicit)
+    merged["profile"] = chosen
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in error.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from error
+
+
+def config_to_toml(config: Config) -> str:
+    """Render a configuration as TOML (None values are left out and mean the default)."""
+    import tomli_w
+
+    return tomli_w.dumps(_drop_nones(config.model_dump(mode="json")))

@@ -1,0 +1,1 @@
+"""Stage `ingest`: figures from sources, validated, selected and de-duplicated."""

@@ -1,0 +1,39 @@
+"""Logging setup: diagnostics to standard error and to the run's log file; data goes to standard output."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+NOISY_LOGGERS = ("httpx", "httpcore", "urllib3", "filelock", "huggingface_hub", "sentence_transformers", "PIL")
+
+
+def setup_logging(verbosity: int = 0) -> None:
+    """Log INFO and above to standard error (DEBUG with verbosity >= 1, WARNING with verbosity < 0)."""
+    level = logging.DEBUG if verbosity > 0 else logging.WARNING if verbosity < 0 else logging.INFO
+    root = logging.getLogger("microvqa_pp")
+    root.setLevel(logging.DEBUG)
+    if not any(getattr(handler, "_microvqa_console", False) for handler in root.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
+        handler._microvqa_console = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    for handler in root.handlers:
+        if getattr(handler, "_microvqa_console", False):
+            handler.setLevel(level)
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def log_to_file(path: Path) -> None:
+    """Also append every DEBUG-and-above message of this process to `path`."""
+    root = logging.getLogger("microvqa_pp")
+    target = str(path.resolve())
+    if any(getattr(handler, "baseFilename", None) == target for handler in root.handlers):
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter(FORMAT))
+    root.addHandler(handler)

@@ -1,0 +1,162 @@
+"""Typed records, one per stage output, and their Arrow schemas.
+
+Each record is a dataclass whose field names are the column names in the stage's parquet file and
+in the exports. `arrow_schema` derives the parquet schema from the type hints, so a field added
+here appears in the output without further changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any, TypeVar
+
+import pyarrow as pa
+
+TASK_NAMES: dict[int, str] = {
+    1: "Expert Visual Understanding",
+    2: "Hypothesis Generation",
+    3: "Experimental Proposal",
+}
+"""MicroVQA task ids and their `task_str` names."""
+
+R = TypeVar("R")
+
+_SCALARS: dict[Any, pa.DataType] = {
+    str: pa.string(),
+    int: pa.int64(),
+    float: pa.float64(),
+    bool: pa.bool_(),
+    bytes: pa.binary(),
+}
+
+
+def _arrow_type(hint: Any) -> tuple[pa.DataType, bool]:
+    """Map a type hint to (Arrow type, nullable)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        if len(args) != 1:
+            raise TypeError(f"only `X | None` unions map to Arrow, not {hint}")
+        arrow_type, _ = _arrow_type(args[0])
+        return arrow_type, True
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        item_type, _ = _arrow_type(item)
+        return pa.list_(item_type), False
+    if origin is dict:
+        key, value = typing.get_args(hint)
+        key_type, _ = _arrow_type(key)
+        value_type, _ = _arrow_type(value)
+        return pa.map_(key_type, value_type), False
+    if hint in _SCALARS:
+        return _SCALARS[hint], False
+    raise TypeError(f"no Arrow type for {hint!r}")
+
+
+@cache
+def arrow_schema(record_type: type) -> pa.Schema:
+    """Return the Arrow schema of a record dataclass, one column per field in field order."""
+    hints = typing.get_type_hints(record_type)
+    columns = []
+    for record_field in dataclasses.fields(record_type):
+        arrow_type, nullable = _arrow_type(hints[record_field.name])
+        columns.append(pa.field(record_field.name, arrow_type, nullable=nullable))
+    return pa.schema(columns)
+
+
+def to_table(records: list[Any], record_type: type) -> pa.Table:
+    """Convert records of one dataclass type to an Arrow table with the derived schema."""
+    rows = [dataclasses.asdict(record) for record in records]
+    schema = arrow_schema(record_type)
+    for row in rows:
+        for name, value in row.items():
+            if isinstance(value, dict):
+                row[name] = list(value.items())
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def from_table(table: pa.Table, record_type: type[R]) -> list[R]:
+    """Convert an Arrow table back to records; columns the record does not define are ignored."""
+    names = {record_field.name for record_field in dataclasses.fields(record_type)}
+    hints = typing.get_type_hints(record_type)
+    map_columns = {name for name in names if typing.get_origin(hints[name]) is dict}
+    records = []
+    for row in table.to_pylist():
+        values = {name: value for name, value in row.items() if name in names}
+        for name in map_columns & values.keys():
+            if values[name] is not None:
+                values[name] = dict(values[name])
+        records.append(record_type(**values))
+    return records
+
+
+@dataclass
+class Rejection:
+    """An input item that a stage did not pass on, with the reason."""
+
+    stage: str
+    item_id: str
+    reason: str
+    detail: str = ""
+    source: str = ""
+
+
+@dataclass
+class Figure:
+    """A validated figure with its caption: the output of the `ingest` stage.
+
+    `figure_id` is the BIOMEDICA sample key (`{filelist batch}-{PMCID}-{position}-{file stem}`) or
+    the source's own id. The image file is stored once in the run folder under `image_path`,
+    addressed by the SHA-256 of its bytes.
+    """
+
+    figure_id: str
+    caption: str
+    image_path: str
+    image_sha256: str
+    image_hash: str
+    phash: str
+    width: int
+    height: int
+    image_format: str
+    article_id: str
+    pmcid: str
+    license: str
+    license_group: str
+    primary_labels: list[str] = field(default_factory=list)
+    secondary_labels: list[str] = field(default_factory=list)
+    panel_type: str = ""
+    panel_subtype: str = ""
+    article_title: str = ""
+    doi: str = ""
+    source: str = ""
+    source_kind: str = ""
+    source_key: str = ""
+    near_duplicate_of: str = ""
+
+
+@dataclass
+class QA:
+    """A caption-grounded question-answer pair: the output of the `generate` stage.
+
+    `answer_span` is copied from the caption, and `span_start`/`span_end` are its character
+    offsets in `Figure.caption` (end exclusive). `task` is the MicroVQA task id (see TASK_NAMES).
+    """
+
+    qa_id: str
+    figure_id: str
+    question: str
+    answer: str
+    answer_span: str
+    span_start: int
+    span_end: int
+    support_sentence: str
+    task: int
+    task_str: str
+    generator: str
+    template_generated: bool
+    prompt_version: str

@@ -1,0 +1,214 @@
+"""The run folder: manifest, stage outputs, image store, caches and logs.
+
+Layout of a run folder `RUN/`:
+
+    manifest.json               configuration, package versions, stage states and counts
+    config.toml                 the resolved configuration, for reading (the manifest is authoritative)
+    stages/NAME.parquet         each stage's output, written once the stage is complete
+    stages/NAME.rejected.parquet  items the stage did not pass on, with the reason
+    stages/NAME.parts/          finished work units of a stage still in progress
+    images/ab/abcdef....jpg     figure images, stored once, named by the SHA-256 of their bytes
+    cache/                      LLM responses (SQLite) and embeddings
+    logs/run.log                the log of every command run on this folder
+    export/, report/            the release files and the data-set report
+
+Only the main process writes the manifest; workers write their own part files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+from microvqa_pp import __version__
+from microvqa_pp.errors import MicroVQAError
+
+StageState = Literal["pending", "running", "done", "failed"]
+
+MANIFEST_VERSION = 1
+RECORDED_PACKAGES = (
+    "microvqa-pp",
+    "numpy",
+    "pyarrow",
+    "pillow",
+    "pydantic",
+    "httpx",
+    "torch",
+    "transformers",
+    "sentence-transformers",
+    "open_clip_torch",
+    "torch_geometric",
+    "scikit-learn",
+    "datasets",
+)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write text atomically (see atomic_write_bytes)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def package_versions() -> dict[str, str]:
+    """Return the installed versions of the packages that change a run's results."""
+    versions = {"python": platform.python_version()}
+    for name in RECORDED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+@dataclass
+class StageInfo:
+    """A stage's entry in the manifest, as `microvqa-pp status` prints it."""
+
+    state: StageState
+    count: int
+    rejected: dict[str, int]
+    output: str
+
+
+class RunDir:
+    """A run folder and its manifest."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root)
+        self.manifest_path = self.root / "manifest.json"
+        self.stages_dir = self.root / "stages"
+        self.images_dir = self.root / "images"
+        self.cache_dir = self.root / "cache"
+        self.logs_dir = self.root / "logs"
+        self.export_dir = self.root / "export"
+        self.report_dir = self.root / "report"
+
+    # Paths ---------------------------------------------------------------------------------
+
+    def stage_output(self, stage: str) -> Path:
+        return self.stages_dir / f"{stage}.parquet"
+
+    def stage_rejected(self, stage: str) -> Path:
+        return self.stages_dir / f"{stage}.rejected.parquet"
+
+    def stage_parts(self, stage: str) -> Path:
+        return self.stages_dir / f"{stage}.parts"
+
+    def relative(self, path: Path) -> str:
+        """Return `path` relative to the run folder, with forward slashes."""
+        return path.relative_to(self.root).as_posix()
+
+    # Manifest ------------------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        return self.manifest_path.is_file()
+
+    def create(self) -> None:
+        """Create the folder and an empty manifest, unless a manifest exists already."""
+        for folder in (self.root, self.stages_dir, self.images_dir, self.cache_dir, self.logs_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        if not self.exists():
+            self.write_manifest(
+                {
+                    "manifest_version": MANIFEST_VERSION,
+                    "tool": "microvqa-pp",
+                    "tool_version": __version__,
+                    "created_at": _now(),
+                    "config": None,
+                    "sources": [],
+                    "packages": package_versions(),
+                    "stages": {},
+                    "notes": {},
+                    "usage": {},
+                }
+            )
+
+    def read_manifest(self) -> dict[str, Any]:
+        """Read the manifest, raising MicroVQAError when the folder is not a run folder."""
+        if not self.exists():
+            raise MicroVQAError(
+                f"{self.root} is not a run folder (no manifest.json); "
+                "create one with `microvqa-pp build SOURCE... --out RUN` or `microvqa-pp ingest`"
+            )
+        try:
+            return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise MicroVQAError(f"corrupt manifest {self.manifest_path}: {error}") from error
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        atomic_write_text(self.manifest_path, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+
+    @contextmanager
+    def update_manifest(self) -> Iterator[dict[str, Any]]:
+        """Read the manifest, let the caller change it, and write it back atomically."""
+        manifest = self.read_manifest()
+        yield manifest
+        self.write_manifest(manifest)
+
+    # Stage states --------------------------------------------------------------------------
+
+    def stage_entry(self, stage: str) -> dict[str, Any]:
+        return self.read_manifest().get("stages", {}).get(stage, {})
+
+    def set_stage(self, stage: str, **fields: Any) -> None:
+        """Update a stage's manifest entry with `fields`."""
+        with self.update_manifest() as manifest:
+            entry = manifest.setdefault("stages", {}).setdefault(stage, {"state": "pending"})
+            entry.update(fields)
+            if fields.get("state") == "running":
+                entry["pid"] = os.getpid()
+                entry["host"] = socket.gethostname()
+
+    def stage_info(self, stage: str) -> StageInfo:
+        entry = self.stage_entry(stage)
+        return StageInfo(
+            state=entry.get("state", "pending"),
+            count=int(entry.get("count", 0)),
+            rejected=dict(entry.get("rejected", {})),
+            output=entry.get("output", self.relative(self.stage_output(stage))),
+        )
+
+    def add_note(self, key: str, text: str) -> None:
+        """Record a fact about the run that a reader of the data must know (e.g. a missing signal)."""
+        with self.update_manifest() as manifest:
+            manifest.setdefault("notes", {})[key] = text
+
+    def add_usage(self, key: str, counts: dict[str, int]) -> None:
+        """Add request and token counts (e.g. of an LLM backend) to the manifest's totals."""
+        with self.update_manifest() as manifest:
+            totals = manifest.setdefault("usage", {}).setdefault(key, {})
+            for name, value in counts.items():
+                totals[name] = totals.get(name, 0) + value
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def describe_command() -> str:
+    """Return the command line of this process, for the log."""
+    return " ".join(sys.argv)
