@@ -160,3 +160,99 @@ class QA:
     generator: str
     template_generated: bool
     prompt_version: str
+
+
+@dataclass
+class QASignals:
+    """Consistency evidence for one QA: the output of the `score` stage.
+
+    A signal whose model is not configured (CLIP or NLI in the offline profile) is None, and the
+    run manifest's notes say so. `hypothesis` is the QA restated as a declarative statement, the
+    text that NLI and CLIP compare with the caption and the image.
+    """
+
+    qa_id: str
+    figure_id: str
+    hypothesis: str
+    text_similarity: float | None = None
+    """Cosine similarity of the caption and the hypothesis under the sentence embedder."""
+    lexical_overlap: float | None = None
+    """Share of the hypothesis' content words that occur in the caption (0 to 1)."""
+    span_found: bool = False
+    """Whether the answer span occurs in the caption after normalisation."""
+    nli_entailment: float | None = None
+    nli_neutral: float | None = None
+    nli_contradiction: float | None = None
+    nli_window: int | None = None
+    """Index of the caption window that gave the highest entailment."""
+    clip_image_caption: float | None = None
+    clip_image_qa: float | None = None
+    judge_score: float | None = None
+    """The agent judge's consistency rating, 0 to 1."""
+    judge_reason: str = ""
+
+
+@dataclass
+class Embedding:
+    """One cached embedding: `kind` is `image`, `caption` or `qa`; `item_id` a figure or QA id."""
+
+    kind: str
+    item_id: str
+    model: str
+    vector: list[float]
+
+
+@dataclass
+class FilterDecision:
+    """The HiCQA-Graph verdict on one QA: the output of the `filter` stage.
+
+    `score` is the fused consistency score (higher is more consistent); `reason` says why a QA
+    was dropped (empty when kept). For `filter --input`, `image_name` and `question` come from the
+    user's data set and `qa_id` is the row number.
+    """
+
+    qa_id: str
+    figure_id: str
+    image_name: str
+    question: str
+    score: float
+    keep: bool
+    reason: str
+    method: str
+    rank: int
+    head_nli: float | None = None
+    head_alignment: float | None = None
+    judge_score: float | None = None
+    baseline_clip: float | None = None
+    baseline_nli: float | None = None
+    baseline_text: float | None = None
+
+
+@dataclass
+class MCQ:
+    """A multiple-choice question with its rationale: the output of the `mcq` stage.
+
+    `choices` carry no number prefixes and `correct_index` is 0-based (the MicroVQA layout); the
+    release export converts to the MicroVQA++ schema. `no_image_outcome` is `passed`,
+    `rewritten-passed` or `failed`.
+    """
+
+    mcq_id: str
+    qa_id: str
+    figure_id: str
+    question: str
+    choices: list[str]
+    correct_index: int
+    correct_answer: str
+    cot: str
+    task: int
+    task_str: str
+    blooms_level: int
+    blooms_name: str
+    blooms_source: str
+    no_image_outcome: str
+    no_image_accuracy: float | None
+    rewrite_rounds: int
+    consistency_score: float
+    generator: str
+    prompt_version: str
