@@ -23,7 +23,9 @@ from microvqa_pp.log import log_to_file, setup_logging
 
 logger = logging.getLogger("microvqa_pp.cli")
 
-LAZY_COMMANDS: dict[str, str] = {}
+LAZY_COMMANDS: dict[str, str] = {
+    "report": "microvqa_pp.release.cli:report",
+}
 """Command name to `module:function` of a click command defined elsewhere."""
 
 

@@ -110,10 +110,36 @@ class SplitConfig(Section):
     """Train and test splits (stage `split`)."""
 
     test_share: float = Field(default=0.2, gt=0, lt=1)
+    """Target share of questions in the test split; grouping decides how close the split gets."""
+    near_duplicate_distance: int = Field(default=10, ge=0, le=64)
+    """Figures whose 64-bit perceptual hashes differ in at most this many bits share a split.
+
+    On the bundled eLife figures, re-encoding, halving and greyscale conversion change at most
+    2 bits, a 3 % crop up to 12 and a 30 % brightness change up to 8, while the closest two
+    distinct figures of the bundled sample differ in 14.
+    """
 
 
 class ExportConfig(Section):
-    """Release files (stage `export`)."""
+    """Release files and the data-set card (stage `export`)."""
+
+    name: str = "MicroVQA++ microscopy VQA (built with microvqa-pp)"
+    """The data set's title in the card."""
+    microvqa_splits: list[Literal["train", "test"]] = Field(default_factory=lambda: ["test"])
+    """Splits also written in the MicroVQA evaluation layout."""
+    row_group_size: int = Field(default=100, ge=1)
+    """Rows per parquet row group; rows carry image bytes, so groups stay small."""
+
+
+class ReportConfig(Section):
+    """The data-set report (`microvqa-pp report`, and the end of `build`)."""
+
+    blooms_reference: str = models.BLOOMS_REFERENCE
+    """Reference Bloom's-level distribution: the packaged MicroVQA labels, or a JSONL file path."""
+    tsne_perplexity: float = Field(default=30.0, gt=0)
+    tsne_iterations: int = Field(default=1000, ge=250)
+    tsne_max_points: int = Field(default=5000, ge=10)
+    """Larger sets are subsampled (seeded) before t-SNE."""
 
 
 class Config(Section):
@@ -134,6 +160,7 @@ class Config(Section):
     mcq: McqConfig = Field(default_factory=McqConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
 
     def section_fingerprint(self, *keys: str) -> str:
         """Return a short hash of the named top-level settings, for cache keys and resume checks."""

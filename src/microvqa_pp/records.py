@@ -256,3 +256,43 @@ class MCQ:
     consistency_score: float
     generator: str
     prompt_version: str
+
+
+@dataclass
+class SplitAssignment:
+    """The split of one MCQ and its nearest training neighbours: the output of the `split` stage.
+
+    `leakage_group` names the connected group of figures that share an article, an image hash or
+    a near-duplicate image; a group lies wholly in one split. For a test question,
+    `nearest_train_mcq` is the most similar training question and `question_similarity` its
+    cosine similarity; `nearest_train_figure` and `image_similarity` do the same for the figure
+    (see the stage's manifest stats for the representation used). Both are empty for training
+    questions.
+    """
+
+    mcq_id: str
+    qa_id: str
+    figure_id: str
+    article_id: str
+    image_hash: str
+    leakage_group: str
+    task: int
+    split: str
+    nearest_train_mcq: str = ""
+    question_similarity: float | None = None
+    nearest_train_figure: str = ""
+    image_similarity: float | None = None
+
+
+@dataclass
+class ExportedQuestion:
+    """One question of the release: the output of the `export` stage.
+
+    `files` lists the export files that contain the question, relative to `RUN/export/`.
+    """
+
+    mcq_id: str
+    figure_id: str
+    split: str
+    image_name: str
+    files: list[str] = field(default_factory=list)
