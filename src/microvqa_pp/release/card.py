@@ -88,11 +88,12 @@ def yaml_lines(value: Any, indent: int = 0) -> list[str]:
     lines: list[str] = []
     if isinstance(value, dict):
         for key, item in value.items():
+            name = _yaml_scalar(str(key))
             if isinstance(item, (dict, list)) and item:
-                lines.append(f"{pad}{key}:")
+                lines.append(f"{pad}{name}:")
                 lines.extend(yaml_lines(item, indent + 2))
             else:
-                lines.append(f"{pad}{key}: {_yaml_scalar(item)}")
+                lines.append(f"{pad}{name}: {_yaml_scalar(item)}")
     else:
         for item in value:
             if isinstance(item, dict) and item:
