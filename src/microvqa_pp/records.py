@@ -263,11 +263,11 @@ class SplitAssignment:
     """The split of one MCQ and its nearest training neighbours: the output of the `split` stage.
 
     `leakage_group` names the connected group of figures that share an article, an image hash or
-    a near-duplicate image; a group lies wholly in one split. For a test question,
-    `nearest_train_mcq` is the most similar training question and `question_similarity` its
-    cosine similarity; `nearest_train_figure` and `image_similarity` do the same for the figure
-    (see the stage's manifest stats for the representation used). Both are empty for training
-    questions.
+    a near-duplicate image, and a group lies wholly in one split. For a test question,
+    `nearest_train_mcq` is the most similar training question and `question_similarity` their
+    similarity. `nearest_train_figure` and `image_similarity` do the same for the figure. The
+    similarity is cosine, or 1 - Hamming distance / 64 for perceptual hashes; the stage's
+    manifest stats name the representation. These fields are empty for training questions.
     """
 
     mcq_id: str

@@ -2,9 +2,9 @@
 
 The stages between ingest and split (generate, score, filter, mcq) are fabricated from the real
 captions with a fixed recipe, so the split and export read the same record types that a build
-writes. Two extra figures add near-duplicates under other article ids: a re-encoded copy of an
-eLife 00230 figure (which ingest links with `near_duplicate_of`) and a 3 % crop of an eLife
-01222 figure (8 bits from the original, which only the split's own perceptual-hash check links).
+writes. Two extra figures add near-duplicates under other article ids. One is a re-encoded copy
+of an eLife 00230 figure, which ingest links with `near_duplicate_of`. The other is a 3 % crop of
+an eLife 01222 figure, 8 bits from the original, which only the split's own check links.
 """
 
 from __future__ import annotations

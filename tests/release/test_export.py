@@ -116,7 +116,8 @@ def test_chat_files_name_existing_images(exported):
             record = json.loads(line)
             assert set(record) == {"messages", "images"}
             user, assistant = record["messages"]
-            assert user["role"] == "user" and assistant["role"] == "assistant"
+            assert user["role"] == "user"
+            assert assistant["role"] == "assistant"
             assert user["content"].count("<image>") == len(record["images"]) == 1
             assert "(1) " in user["content"]
             assert re.search(r"The answer is \(\d\) ", assistant["content"])

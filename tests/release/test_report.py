@@ -19,7 +19,9 @@ from microvqa_pp.config import load_config
 from microvqa_pp.errors import MicroVQAError
 from microvqa_pp.pipeline import STAGES, open_run, run_stages
 from microvqa_pp.records import FilterDecision
-from microvqa_pp.release.report import read_blooms_reference, tsne_points, write_report
+from microvqa_pp.release.blooms import read_blooms_reference
+from microvqa_pp.release.report import write_report
+from microvqa_pp.release.tsne import tsne_points
 from microvqa_pp.run.stage import read_records
 from microvqa_pp.sources import SourceLocation
 

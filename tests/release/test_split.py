@@ -103,8 +103,8 @@ def test_stage_share_and_stats(run_copy):
     test_count = sum(record.split == "test" for record in records)
     assert stats["test"] == test_count
     assert stats["train"] + stats["test"] == len(records) == 92
-    # The largest group (eLife 01222 with its crop) holds 40 questions; the rest are small enough
-    # to reach the target within one group of 3.
+    # The largest group (eLife 01222 with its crop) has 40 questions. The other groups are small
+    # enough to reach the target within one group of 3 questions.
     assert stats["largest_group"] == 40
     assert abs(test_count - 0.2 * len(records)) <= 3
     assert set(stats["test_share_per_task"]) == {"1", "2", "3"}

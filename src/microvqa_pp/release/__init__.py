@@ -5,5 +5,7 @@
 - `overlap`: nearest-training-neighbour similarity of test questions and images.
 - `export`, `formats`, `card`: stage `export`, the Hugging Face parquet, MicroVQA and chat files
   and the data-set card.
-- `report`, `plots`: the self-contained HTML report with its plots.
+- `report`, `plots`, `blooms`, `tsne`: the self-contained HTML report, its plots, the Bloom's
+  reference distribution and the t-SNE maps.
+- `cli`: the `microvqa-pp report` command.
 """

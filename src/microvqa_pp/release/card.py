@@ -1,7 +1,7 @@
 """The data-set card: `export/README.md` with the Hugging Face YAML header.
 
 The card states counts, licences per source, how the data was made, the index base of
-`correct_index` in each layout, and the known limits of the run read from the manifest. It holds
+`correct_index` in each layout, and the known limits of the run read from the manifest. It contains
 no timestamps, so an unchanged run gives the same card.
 """
 
@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING, Any
 from microvqa_pp.config import Config
 from microvqa_pp.records import TASK_NAMES
 from microvqa_pp.release import formats
+from microvqa_pp.release.blooms import BLOOMS_NAMES
 
 if TYPE_CHECKING:
     from microvqa_pp.release.export import ExportSummary
-
-BLOOMS_NAMES = {1: "Recall", 2: "Comprehension", 3: "Application", 4: "Analysis", 5: "Synthesis/Evaluation", 6: "Create"}
 
 STAGE_DESCRIPTIONS = {
     "ingest": "figures read from the sources, validated (image decodes, caption present and in range), selected by label and licence, and de-duplicated by image hash",

@@ -62,7 +62,7 @@ class ParquetFacts:
 
 @dataclass
 class ExportSummary:
-    """What the export wrote: the facts the data-set card reports."""
+    """Facts about the written files and their questions, for the data-set card."""
 
     items: dict[str, list[formats.ReleaseItem]]
     release: dict[str, ParquetFacts] = field(default_factory=dict)

@@ -149,7 +149,7 @@ def numbered(choices: list[str]) -> list[str]:
 
 @dataclass
 class ReleaseItem:
-    """Everything the export knows about one question."""
+    """The joined records of one exported question."""
 
     mcq: MCQ
     figure: Figure

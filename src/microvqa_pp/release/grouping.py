@@ -85,7 +85,7 @@ def near_duplicate_pairs(phashes: list[str], max_distance: int) -> Iterator[tupl
 def leakage_groups(figures: list[Figure], max_distance: int) -> dict[str, str]:
     """Map each figure id to the name of its leakage group.
 
-    A group is named after the smallest article id among its figures; an article belongs to one
+    A group is named after the smallest article id among its figures. An article belongs to one
     group only, so names are unique and readable (`PMC3310724`, `01222`).
     """
     links = UnionFind()
@@ -96,7 +96,7 @@ def leakage_groups(figures: list[Figure], max_distance: int) -> dict[str, str]:
             links.union(node, f"image:{figure.image_hash}")
         if figure.near_duplicate_of:
             # Ingest links a near-duplicate to the first figure of its group, which may have no
-            # question itself; sharing the link is enough to join the group.
+            # question itself. Sharing the link is enough to join the group.
             links.union(node, f"figure:{figure.near_duplicate_of}")
 
     for first, second in near_duplicate_pairs([figure.phash for figure in figures], max_distance):

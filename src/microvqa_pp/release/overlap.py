@@ -1,4 +1,4 @@
-"""How close each test question and image is to the training split.
+"""Similarity of each test question and image to the training split.
 
 For every test item, the most similar training item and their similarity: cosine similarity of
 embeddings, or `1 - Hamming distance / 64` of perceptual hashes when a run has no image
@@ -29,7 +29,7 @@ class Representation:
     """Items as vectors for nearest-neighbour search.
 
     `kind` is `cosine` (rows of `vectors` are L2-normalised, dense or scipy sparse) or `phash`
-    (`vectors` holds 64-bit hashes as uint64). `ids` are the item ids in row order and
+    (`vectors` contains 64-bit hashes as uint64). `ids` are the item ids in row order and
     `description` names the representation in the report.
     """
 

@@ -107,7 +107,8 @@ def tsne(panels: Sequence[tuple[str, np.ndarray, Sequence[str]]]) -> bytes:
 def signal_histograms(signals: Sequence[tuple[str, np.ndarray, np.ndarray | None]], fused: tuple[np.ndarray, np.ndarray, float | None] | None) -> bytes:
     """Histograms of each signal split by the filter's verdict, and of the fused score with the threshold.
 
-    `signals` holds (name, values, kept mask or None); `fused` holds (scores, kept mask, threshold).
+    Each entry of `signals` is (name, values, kept mask or None), and `fused` is (scores, kept mask,
+    threshold).
     """
     panels = len(signals) + (1 if fused is not None else 0)
     columns = min(3, max(panels, 1))

@@ -1,9 +1,9 @@
 """The data-set report: `RUN/report/index.html`, one self-contained page with embedded PNG plots.
 
-Sections: counts and rejection reasons per stage; Bloom's levels against a reference; a t-SNE
-of image and question embeddings coloured by split; histograms of the consistency signals and
-the fused score with the keep threshold; correct-option positions; the train-test overlap of
-the grouped split against a random split. Each plot is also written beside the page as a PNG.
+The sections are counts and rejection reasons per stage, Bloom's levels against a reference, a
+t-SNE of image and question embeddings coloured by split, histograms of the consistency signals
+and the fused score with the keep threshold, correct-option positions, and the train-test
+overlap of the grouped split against a random split. Each plot is also written beside the page as a PNG.
 A section whose inputs are missing (a stage that has not run) says so instead of failing, so
 the report can be written at any point of a build.
 """
@@ -12,23 +12,18 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import logging
-import re
 from collections import Counter
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from microvqa_pp import models
 from microvqa_pp.config import Config
-from microvqa_pp.errors import MicroVQAError
 from microvqa_pp.records import MCQ, Embedding, Figure, FilterDecision, QASignals, SplitAssignment
-from microvqa_pp.release import overlap, plots
-from microvqa_pp.release.card import BLOOMS_NAMES
+from microvqa_pp.release import blooms, overlap, plots, tsne
+from microvqa_pp.release.blooms import BLOOMS_NAMES
 from microvqa_pp.release.split import SPLITS, TEST
 from microvqa_pp.run.rundir import RunDir
 from microvqa_pp.run.stage import read_records
@@ -52,8 +47,6 @@ HEAD_FIELDS = {
     "head_alignment": "graph head: alignment",
 }
 """FilterDecision fields plotted beside the signals."""
-
-_LEVEL = re.compile(r"Level:\s*([1-6])\b")
 
 STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
@@ -105,111 +98,6 @@ def load_run_data(run: RunDir) -> RunData:
         decisions=_read(run, "filter", FilterDecision),
         embeddings=_read(run, "embeddings", Embedding) or [],
     )
-
-
-# Bloom's reference ------------------------------------------------------------------------------
-
-
-def read_blooms_reference(spec: str) -> tuple[Counter[int], str]:
-    """Return the Bloom's-level counts of a reference file and its label.
-
-    `spec` is `models.BLOOMS_REFERENCE` for the expert-labelled MicroVQA questions shipped with
-    the package, or a JSONL path. Each line is a chat record whose assistant turn contains
-    `Level: N` (the MicroVQA layout) or an object with a `blooms_level` field.
-    """
-    if spec == models.BLOOMS_REFERENCE:
-        text = resources.files("microvqa_pp").joinpath("data/blooms_train.jsonl").read_text(encoding="utf-8")
-        label = "MicroVQA expert labels"
-    else:
-        path = Path(spec)
-        if not path.is_file():
-            raise MicroVQAError(
-                f"Bloom's reference file not found: {spec}; pass a JSONL file to --blooms-reference or set "
-                f"report.blooms_reference={models.BLOOMS_REFERENCE} for the packaged MicroVQA labels"
-            )
-        text = path.read_text(encoding="utf-8")
-        label = path.stem
-
-    counts: Counter[int] = Counter()
-    unreadable = 0
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        level = _reference_level(line)
-        if level is None:
-            unreadable += 1
-        else:
-            counts[level] += 1
-    if unreadable:
-        logger.warning("report: %d lines of the Bloom's reference %s carry no level; skipped them", unreadable, label)
-    if not counts:
-        raise MicroVQAError(f"the Bloom's reference {spec} holds no readable level (expected `Level: N` in the assistant turn or a `blooms_level` field)")
-    return counts, label
-
-
-def _reference_level(line: str) -> int | None:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(row, dict):
-        return None
-    if isinstance(row.get("blooms_level"), int):
-        return row["blooms_level"]
-    for message in row.get("messages") or []:
-        if isinstance(message, dict) and message.get("role") == "assistant":
-            match = _LEVEL.search(str(message.get("content", "")))
-            if match:
-                return int(match.group(1))
-    return None
-
-
-# t-SNE ----------------------------------------------------------------------------------------
-
-
-def tsne_points(vectors: np.ndarray, perplexity: float, iterations: int, seed: int) -> tuple[np.ndarray | None, str]:
-    """Embed rows in 2-D with t-SNE; return the points (None when too few) and a note for the reader.
-
-    The perplexity is lowered to (n - 1) / 3 when there are too few points for it, the bound that
-    Rtsne enforces (3 x perplexity < n - 1). Inputs wider than 50 dimensions are first reduced
-    with PCA, as is usual before t-SNE.
-    """
-    from sklearn.decomposition import PCA
-    from sklearn.manifold import TSNE
-
-    count = len(vectors)
-    if count < 5:
-        return None, f"t-SNE skipped: only {count} points."
-    note = f"perplexity {perplexity:g}, {iterations} iterations"
-    used = perplexity
-    if count - 1 < 3 * perplexity:
-        used = (count - 1) / 3
-        note = f"perplexity lowered from {perplexity:g} to {used:.1f} because there are only {count} points; {iterations} iterations"
-    if vectors.shape[1] > 50:
-        vectors = PCA(n_components=min(50, count), random_state=seed).fit_transform(vectors)
-    points = TSNE(n_components=2, perplexity=used, max_iter=iterations, init="pca", learning_rate="auto", random_state=seed).fit_transform(vectors)
-    return points, note
-
-
-def _dense(representation: overlap.Representation, seed: int) -> np.ndarray:
-    """Return the representation's rows as a dense float matrix for t-SNE."""
-    vectors = representation.vectors
-    if representation.kind == "phash":
-        return np.unpackbits(vectors.astype(">u8").view(np.uint8).reshape(len(vectors), 8), axis=1).astype(np.float64)
-    if hasattr(vectors, "toarray"):
-        if vectors.shape[1] > 50 and vectors.shape[0] > 2:
-            from sklearn.decomposition import TruncatedSVD
-
-            components = min(50, vectors.shape[1] - 1, vectors.shape[0] - 1)
-            return TruncatedSVD(n_components=components, random_state=seed).fit_transform(vectors)
-        return vectors.toarray()
-    return np.asarray(vectors, dtype=np.float64)
-
-
-def _subsample(count: int, limit: int, seed: int) -> np.ndarray:
-    if count <= limit:
-        return np.arange(count)
-    return np.sort(np.random.default_rng(seed).choice(count, size=limit, replace=False))
 
 
 # Sections -------------------------------------------------------------------------------------
@@ -275,13 +163,13 @@ class ReportBuilder:
             section.body.append(self._image("stages", plots.stage_counts(counts, rejections), "records and rejection reasons per stage"))
         return section
 
-    def blooms(self) -> Section:
+    def blooms_levels(self) -> Section:
         section = Section("blooms", "Bloom's taxonomy levels")
         if not self.data.mcqs:
             section.body.append(_missing("Not available: the mcq stage has not run."))
             return section
         built = Counter(mcq.blooms_level for mcq in self.data.mcqs)
-        reference, label = read_blooms_reference(self.config.report.blooms_reference)
+        reference, label = blooms.read_blooms_reference(self.config.report.blooms_reference)
         section.body.append(_paragraph(f"Share of questions per level: the {len(self.data.mcqs)} built questions beside {label} ({sum(reference.values())} questions)."))
         section.body.append(self._image("blooms", plots.blooms(built, reference, label, BLOOMS_NAMES), "Bloom's levels of the built data and the reference"))
         rows = [[level, BLOOMS_NAMES.get(level, "?"), built.get(level, 0), reference.get(level, 0)] for level in sorted(set(BLOOMS_NAMES) | set(built))]
@@ -317,9 +205,9 @@ class ReportBuilder:
 
         panels = []
         for name, representation in (("images", images), ("questions", questions)):
-            chosen = _subsample(len(representation), settings.tsne_max_points, self.config.seed)
-            vectors = _dense(representation, self.config.seed)[chosen]
-            points, note = tsne_points(vectors, settings.tsne_perplexity, settings.tsne_iterations, self.config.seed)
+            chosen = tsne.subsample(len(representation), settings.tsne_max_points, self.config.seed)
+            vectors = tsne.dense_matrix(representation, self.config.seed)[chosen]
+            points, note = tsne.tsne_points(vectors, settings.tsne_perplexity, settings.tsne_iterations, self.config.seed)
             sampled = f", {len(chosen)} of {len(representation)} sampled" if len(chosen) < len(representation) else ""
             section.body.append(_paragraph(f"{name.capitalize()}: {representation.description}; {note}{sampled}.", "note"))
             if points is not None:
@@ -392,25 +280,34 @@ class ReportBuilder:
             section.body.append(_missing("Not available: one of the splits is empty."))
             return section
         comparison = overlap.compare_with_random(
-            mcqs, figures, is_test, self.data.embeddings, seed=self.config.seed, text_model=self.config.signals.text_model, image_model=self.config.signals.clip_model
+            mcqs,
+            figures,
+            is_test,
+            self.data.embeddings,
+            seed=self.config.seed,
+            text_model=self.config.signals.text_model,
+            image_model=self.config.signals.clip_model,
         )
         section.body.append(
             _paragraph(
                 "For each test question, the similarity of the most similar training question and of the most similar "
                 "training image. The random split puts the same number of questions in test without grouping, so other "
-                "questions about the same figure or article stay in training; the grouped split should sit further left."
+                "questions about the same figure or article stay in training. The grouped split should sit further left."
             )
         )
-        panels = [
-            (f"questions: {comparison.questions.description}", comparison.grouped.question_similarity, comparison.random.question_similarity),
-            (f"images: {comparison.images.description}", comparison.grouped.image_similarity, comparison.random.image_similarity),
+
+        series = [
+            ("questions", comparison.questions.description, comparison.grouped.question_similarity, comparison.random.question_similarity),
+            ("images", comparison.images.description, comparison.grouped.image_similarity, comparison.random.image_similarity),
         ]
+        panels = [(f"{items}: {description}", grouped, random) for items, description, grouped, random in series]
         section.body.append(self._image("overlap", plots.overlap_curves(panels), "nearest-training similarity, grouped against random split"))
+
         rows = []
-        for what, grouped, random in (("questions", comparison.grouped.question_similarity, comparison.random.question_similarity), ("images", comparison.grouped.image_similarity, comparison.random.image_similarity)):
+        for items, _, grouped, random in series:
             for split_name, values in (("grouped", grouped), ("random", random)):
                 summary = overlap.summarise(values)
-                rows.append([what, split_name, summary["n"], _or_blank(summary["median"]), _or_blank(summary["mean"]), _or_blank(summary["share_ge_0.95"])])
+                rows.append([items, split_name, summary["n"], _or_blank(summary["median"]), _or_blank(summary["mean"]), _or_blank(summary["share_ge_0.95"])])
         section.body.append(_table(["items", "split", "test questions", "median", "mean", "share >= 0.95"], rows))
         return section
 
@@ -436,7 +333,7 @@ class ReportBuilder:
         return " ".join(parts)
 
     def render(self) -> str:
-        sections = [self.stages(), self.blooms(), self.embeddings(), self.signals(), self.positions(), self.overlap(), self.notes()]
+        sections = [self.stages(), self.blooms_levels(), self.embeddings(), self.signals(), self.positions(), self.overlap(), self.notes()]
         title = f"microvqa-pp data-set report: {self.run.root.name}"
         navigation = "".join(f'<a href="#{section.anchor}">{html.escape(section.title)}</a>' for section in sections)
         body = "".join(f'<section id="{section.anchor}"><h2>{html.escape(section.title)}</h2>{"".join(section.body)}</section>' for section in sections)

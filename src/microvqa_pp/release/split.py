@@ -45,10 +45,10 @@ def assign_groups(group_tasks: dict[str, Counter[int]], test_share: float, seed:
     """Choose the leakage groups of the test split.
 
     `group_tasks` maps each group to its question count per task. Groups are visited in a
-    seeded random order; a group joins the test split when that lowers the squared distance of
-    the test split's per-task and total counts from `test_share` of the data, and later passes
-    move single groups in or out while that lowers it further. With two or more groups, the
-    test split gets at least the smallest group.
+    seeded random order, and a group joins the test split when that lowers the squared distance
+    of the test split's per-task and total counts from `test_share` of the data. Later passes
+    move single groups in or out while that lowers the distance further. With two or more
+    groups, the test split gets at least the smallest group.
     """
     totals: Counter[int] = Counter()
     for counts in group_tasks.values():
