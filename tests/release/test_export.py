@@ -291,3 +291,33 @@ def test_image_names_are_file_safe():
 
     figure = Figure("a/b c:d", "", "", "0" * 64, "", "", 1, 1, "png", "", "", "", "")
     assert formats.image_name(figure) == "a_b_c_d.png"
+
+
+def test_single_group_exports_train_only(run_copy):
+    from microvqa_pp.records import MCQ, to_table
+    from microvqa_pp.release.report import write_report
+    from microvqa_pp.run.stage import write_parquet
+
+    mcqs = [mcq for mcq in read_records(run_copy.stage_output("mcq"), MCQ) if mcq.figure_id.startswith("elife-01222")]
+    write_parquet(run_copy.stage_output("mcq"), to_table(mcqs, MCQ))
+    export_dir = export(run_copy)
+
+    assert run_copy.stage_entry("split")["stats"]["test"] == 0
+    assert "test split is empty" in run_copy.read_manifest()["notes"]["split"]
+    assert not (export_dir / "data" / "test-00000-of-00001.parquet").exists()
+    assert not (export_dir / "microvqa").exists()
+    assert not (export_dir / "chat" / "test.jsonl").exists()
+    assert set(json.loads((export_dir / "chat" / "dataset_info.json").read_text())) == {"microvqa_pp_train"}
+    assert load(export_dir)["train"].num_rows == len(mcqs)
+
+    metadata, body = card_parts(export_dir)
+    assert metadata["configs"] == [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}], "default": True}]
+    assert "The test split is empty" in body
+    page = write_report(run_copy, load_config("offline")).read_text()
+    assert "Not available: one of the splits is empty." in page
+
+
+def test_split_note_cleared_after_rerun(run_copy):
+    run_copy.add_note("split", "The test split is empty: stale.")
+    export(run_copy)
+    assert "split" not in run_copy.read_manifest()["notes"]

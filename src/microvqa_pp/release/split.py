@@ -32,6 +32,8 @@ TRAIN = "train"
 TEST = "test"
 SPLITS = (TRAIN, TEST)
 MAX_REFINE_PASSES = 20
+NOTE_KEY = "split"
+"""Key of the manifest note that says the test split is empty."""
 
 
 def _cost(test_counts: Counter[int], targets: dict[int, float]) -> float:
@@ -133,7 +135,11 @@ class SplitStage(Stage):
             stats.update(self._measure_overlap(mcqs, used_figures, is_test, records))
         if not is_test.any():
             logger.warning("split: the test split is empty: all %d questions form %d leakage group(s)", len(mcqs), len(group_tasks))
-            self.run.add_note("split", f"The test split is empty: all {len(mcqs)} questions share one leakage group (article, image or near-duplicate).")
+            self.run.add_note(NOTE_KEY, f"The test split is empty: all {len(mcqs)} questions share one leakage group (article, image or near-duplicate).")
+        else:
+            # A note from an earlier run of this stage no longer applies.
+            with self.run.update_manifest() as manifest:
+                manifest.get("notes", {}).pop(NOTE_KEY, None)
 
         self.write_output(records)
         self.write_rejections(rejections)
