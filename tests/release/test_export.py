@@ -321,3 +321,19 @@ def test_split_note_cleared_after_rerun(run_copy):
     run_copy.add_note("split", "The test split is empty: stale.")
     export(run_copy)
     assert "split" not in run_copy.read_manifest()["notes"]
+
+
+def test_export_without_questions(run_copy):
+    from microvqa_pp.records import MCQ, to_table
+    from microvqa_pp.release.report import write_report
+    from microvqa_pp.run.stage import write_parquet
+
+    write_parquet(run_copy.stage_output("mcq"), to_table([], MCQ))
+    export_dir = export(run_copy)
+    assert run_copy.stage_entry("export")["count"] == 0
+    assert not (export_dir / "data").exists()
+    metadata, body = card_parts(export_dir)
+    assert "configs" not in metadata
+    assert "0 multiple-choice microscopy questions" in body
+    assert "Both splits are empty" in body
+    assert write_report(run_copy, load_config("offline")).is_file()

@@ -58,6 +58,15 @@ def test_test_split_gets_smallest_group_at_least():
     assert assign_groups(groups, 0.05, seed=0) == {"b"}
 
 
+def test_train_split_keeps_smallest_group_at_least():
+    groups = {"a": Counter({1: 5}), "b": Counter({1: 4})}
+    assert assign_groups(groups, 0.95, seed=0) == {"a"}
+
+
+def test_single_group_goes_to_train():
+    assert assign_groups({"only": Counter({1: 3, 2: 1})}, 0.5, seed=0) == set()
+
+
 def test_assignment_is_seeded():
     groups = singleton_groups(100)
     assert assign_groups(groups, 0.2, seed=7) == assign_groups(groups, 0.2, seed=7)
@@ -163,3 +172,11 @@ def test_stage_rejects_question_without_figure(run_copy):
     assert run_copy.stage_entry("split")["rejected"] == {"missing_figure": 1}
     rejected = pq.read_table(run_copy.stage_rejected("split")).to_pylist()
     assert rejected[0]["item_id"] == mcqs[0].mcq_id
+
+
+def test_stage_without_questions(run_copy):
+    write_parquet(run_copy.stage_output("mcq"), to_table([], MCQ))
+    records, _ = run_split(run_copy)
+    assert records == []
+    assert run_copy.stage_entry("split")["stats"]["test"] == 0
+    assert run_copy.read_manifest()["notes"]["split"] == "Both splits are empty: the mcq stage wrote no questions."

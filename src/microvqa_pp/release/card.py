@@ -144,6 +144,9 @@ def card_metadata(summary: ExportSummary, config: Config) -> dict[str, Any]:
     metadata["tags"] = ["microscopy", "biology", "biomedical", "vqa", "microvqa", "synthetic"]
     metadata["size_categories"] = [size_category(len(items))]
 
+    if not summary.release:
+        return metadata
+
     configs = [
         {
             "config_name": "default",

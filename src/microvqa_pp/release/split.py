@@ -50,7 +50,7 @@ def assign_groups(group_tasks: dict[str, Counter[int]], test_share: float, seed:
     seeded random order, and a group joins the test split when that lowers the squared distance
     of the test split's per-task and total counts from `test_share` of the data. Later passes
     move single groups in or out while that lowers the distance further. With two or more
-    groups, the test split gets at least the smallest group.
+    groups, neither split is empty: the smallest group moves to the empty side.
     """
     totals: Counter[int] = Counter()
     for counts in group_tasks.values():
@@ -84,8 +84,10 @@ def assign_groups(group_tasks: dict[str, Counter[int]], test_share: float, seed:
         if not moved:
             break
 
-    if not test and len(names) >= 2:
-        test.add(min(names, key=lambda name: (sum(group_tasks[name].values()), name)))
+    if len(names) >= 2 and len(test) in (0, len(names)):
+        # Neither split may be empty while there are two groups to split.
+        smallest = min(names, key=lambda name: (sum(group_tasks[name].values()), name))
+        test.symmetric_difference_update({smallest})
     return test
 
 
@@ -133,8 +135,11 @@ class SplitStage(Stage):
         stats = split_stats(records, group_tasks, settings.test_share)
         if mcqs:
             stats.update(self._measure_overlap(mcqs, used_figures, is_test, records))
-        if not is_test.any():
-            logger.warning("split: the test split is empty: all %d questions form %d leakage group(s)", len(mcqs), len(group_tasks))
+        if not mcqs:
+            logger.warning("split: the mcq stage wrote no questions, so both splits are empty")
+            self.run.add_note(NOTE_KEY, "Both splits are empty: the mcq stage wrote no questions.")
+        elif not is_test.any():
+            logger.warning("split: the test split is empty: all %d questions form one leakage group", len(mcqs))
             self.run.add_note(NOTE_KEY, f"The test split is empty: all {len(mcqs)} questions share one leakage group (article, image or near-duplicate).")
         else:
             # A note from an earlier run of this stage no longer applies.
