@@ -137,7 +137,11 @@ class EvalConfig(Section):
     limit: int | None = Field(default=None, ge=1)
     """Evaluate a seeded random sample of this many questions; None takes all."""
     batch_size: int = Field(default=32, ge=1)
-    """Questions per checkpoint of a resumable evaluation."""
+    """Questions per checkpoint of a resumable evaluation; the OpenAI-compatible backend uses at
+    least twice `agent.concurrency`, so that every request slot stays busy."""
+    max_image_side: int | None = Field(default=None, ge=32)
+    """Shrink images whose longer side exceeds this many pixels; None sends them at full size,
+    as MicroVQA's reference client does (and leaves resizing to a local model's processor)."""
     split: str | None = None
     """Split of a Hugging Face data set; None takes its only split."""
     device: str = "auto"

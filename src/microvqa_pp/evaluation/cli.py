@@ -66,16 +66,16 @@ def eval_command(dataset: str, out: Path, config_file: Path | None, overrides: t
         max_tokens=config.eval.max_tokens,
         seed=config.seed,
         limit=config.eval.limit,
-        batch_size=config.eval.batch_size,
+        batch_size=batch_size(config),
+        max_image_side=config.eval.max_image_side,
     )
-    loaded = load_dataset(dataset, out / "images", split=config.eval.split)
-    if not loaded.questions:
-        raise ConfigError(f"{dataset} has no usable questions ({len(loaded.rejections)} rejected); see the log")
-    if config.eval.no_image == "off" and not any(question.images for question in loaded.questions):
-        logger.warning("%s has no images: the questions are sent as text with the reference prompt", dataset)
-
     backend = make_backend(config, out)
     try:
+        loaded = load_dataset(dataset, out / "images", split=config.eval.split)
+        if not loaded.questions:
+            raise ConfigError(f"{dataset} has no usable questions ({len(loaded.rejections)} rejected); see the log")
+        if config.eval.no_image == "off" and not any(question.images for question in loaded.questions):
+            logger.warning("%s has no images: the questions are sent as text with the reference prompt", dataset)
         summary = Evaluation(out, backend, settings).run(loaded)
     finally:
         backend.close()
@@ -111,5 +111,28 @@ def make_backend(config: Config, out: Path) -> ChatBackend:
     if config.eval.backend == "transformers":
         from microvqa_pp.agents.transformers_backend import TransformersBackend
 
-        return TransformersBackend(config.agent.model, device=config.eval.device, dtype=config.eval.dtype)
-    raise ConfigError("the OpenAI-compatible backend is not available in this version; use --agent transformers")
+        return TransformersBackend(
+            config.agent.model,
+            device=config.eval.device,
+            dtype=config.eval.dtype,
+            max_image_side=config.eval.max_image_side,
+        )
+
+    from microvqa_pp.agents import LLM_CACHE_FILE
+    from microvqa_pp.agents.cache import ResponseCache
+    from microvqa_pp.agents.openai import OpenAIBackend
+
+    settings = config.agent.model_copy(update={"max_image_side": config.eval.max_image_side or FULL_SIZE_IMAGE_SIDE})
+    cache = ResponseCache(out / "cache" / LLM_CACHE_FILE) if settings.cache else None
+    return OpenAIBackend.from_settings(settings, cache=cache)
+
+
+FULL_SIZE_IMAGE_SIDE = 1 << 16
+"""A maximum image side no microscopy figure reaches, so that images are sent unchanged."""
+
+
+def batch_size(config: Config) -> int:
+    """Return the questions per checkpoint: the setting, but at least two per request slot."""
+    if config.eval.backend == "openai":
+        return max(config.eval.batch_size, 2 * config.agent.concurrency)
+    return config.eval.batch_size

@@ -1,6 +1,6 @@
 """MicroVQA's reference prompt and its no-image variants, rendered into chat requests.
 
-The templates are files beside this module (`templates/`), copied word for word from MicroVQA's
+The templates are files beside this module (`prompts/`), copied word for word from MicroVQA's
 `eval/eval.py`; their headers give the source and licence. Options are numbered from 1 as
 `  (1): TEXT`, one per line, and the images follow the text as separate content parts of the
 single user message, as in MicroVQA's API client.
@@ -28,7 +28,6 @@ from microvqa_pp.agents.base import ChatRequest, ImagePart, Message
 from microvqa_pp.errors import ConfigError
 from microvqa_pp.evaluation.records import NO_IMAGE_MODES, EvalQuestion
 
-TEMPLATE_SEPARATOR = "\n---\n"
 TASK_NAME = "microvqa-eval"
 
 
@@ -48,16 +47,25 @@ class PromptTemplate:
 
 @cache
 def load_template(filename: str) -> PromptTemplate:
-    """Read a template file from `templates/`: `# key: value` header lines, `---`, the template."""
-    raw = resources.files("microvqa_pp.evaluation").joinpath("templates", filename).read_text(encoding="utf-8")
-    header, separator, text = raw.partition(TEMPLATE_SEPARATOR)
-    if not separator:
-        raise ValueError(f"prompt template {filename} has no '---' line between its header and the template")
-    fields = {}
+    """Read a template file from `prompts/`: a header between `---` lines, then the template.
+
+    Header lines are `key: value`; indented lines continue the previous value and `#` lines are
+    comments. The text after the closing `---` line is kept byte for byte, trailing spaces and
+    final newline included, because the reference prompt must be reproduced exactly.
+    """
+    raw = resources.files("microvqa_pp.evaluation").joinpath("prompts", filename).read_text(encoding="utf-8")
+    opening, _, rest = raw.partition("---\n")
+    header, separator, text = rest.partition("\n---\n")
+    if opening or not separator:
+        raise ValueError(f"prompt template {filename} must start with a header between two '---' lines")
+    fields: dict[str, str] = {}
     for line in header.splitlines():
-        key, colon, value = line.removeprefix("#").strip().partition(":")
-        if colon and key in ("name", "version"):
-            fields[key] = value.strip()
+        if line.startswith(("#", " ")) or ":" not in line:
+            continue
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    if not fields.get("name") or not fields.get("version"):
+        raise ValueError(f"prompt template {filename} has no name or version in its header")
     return PromptTemplate(name=fields["name"], version=fields["version"], text=text)
 
 

@@ -61,6 +61,8 @@ class EvalSettings:
     limit: int | None = None
     batch_size: int = 32
     """Questions per checkpoint; changes only how often progress is saved, never a result."""
+    max_image_side: int | None = None
+    """The longer image side the backend shrinks images to; None: full size."""
 
     def __post_init__(self) -> None:
         check_no_image_mode(self.no_image)
@@ -77,6 +79,7 @@ class EvalSettings:
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
             "seed": self.seed,
+            "max_image_side": self.max_image_side,
         }
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode("utf-8")).hexdigest()
 
@@ -216,6 +219,7 @@ class Evaluation:
             "max_tokens": self.settings.max_tokens,
             "seed": self.settings.seed,
             "limit": self.settings.limit,
+            "max_image_side": self.settings.max_image_side,
             "usage": self.backend.usage(),
         }
         summary = build_summary(results, run_info)
