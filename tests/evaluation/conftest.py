@@ -94,7 +94,7 @@ def microvqa_parquet(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def tiny_rows() -> list[dict]:
-    """Copies of TINY_ROWS; `images` holds the RGB colour of each image."""
+    """Copies of TINY_ROWS, whose `images` are the RGB colours of the images."""
     return [dict(row) for row in TINY_ROWS]
 
 
@@ -125,7 +125,7 @@ def tiny_vlm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Save a tiny random LLaVA with its processor; greedy decoding replies "The answer is (2)".
 
     The reply is fixed through the generation config's `sequence_bias`, which the checkpoint
-    stores like any other generation setting, so it holds however the random weights fall.
+    stores like any other generation setting, so the reply is the same whatever the weights.
     """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

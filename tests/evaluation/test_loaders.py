@@ -119,10 +119,11 @@ def test_run_folder_uses_test_export(tmp_path: Path, tiny_rows: list[dict], parq
     run = tmp_path / "run"
     (run / "manifest.json").parent.mkdir(parents=True)
     (run / "manifest.json").write_text("{}")
-    parquet_writer(run / "export" / "microvqa" / "test.parquet", tiny_rows[:1])
-    parquet_writer(run / "export" / "microvqa" / "train.parquet", tiny_rows[1:])
-    (run / "export" / "hf").mkdir()
-    pq.write_table(pa.table({"question": ["other layout"]}), run / "export" / "hf" / "test-00000.parquet")
+    # The export's layout: MicroVQA files under microvqa/, the release schema under data/.
+    parquet_writer(run / "export" / "microvqa" / "test-00000-of-00001.parquet", tiny_rows[:1])
+    parquet_writer(run / "export" / "microvqa" / "train-00000-of-00001.parquet", tiny_rows[1:])
+    (run / "export" / "data").mkdir()
+    pq.write_table(pa.table({"question": ["release schema"]}), run / "export" / "data" / "test-00000-of-00001.parquet")
 
     loaded = load_dataset(str(run), tmp_path / "images")
 

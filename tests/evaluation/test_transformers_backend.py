@@ -35,6 +35,18 @@ def test_backend_replies_with_images(tiny_vlm: Path, tmp_path: Path, make_png) -
     assert backend.usage()["requests"] == 2
 
 
+def test_backend_half_precision(tiny_vlm: Path, tmp_path: Path, make_png) -> None:
+    image = tmp_path / "cell.png"
+    image.write_bytes(make_png((200, 30, 30)))
+    backend = TransformersBackend(str(tiny_vlm), device="cpu", dtype="bfloat16", max_image_side=32)
+    request = ChatRequest((Message("user", ("Which organelle?", ImagePart(image))),), temperature=0.0, max_tokens=8)
+
+    (reply,) = backend.complete([request])
+
+    assert reply.error == ""
+    assert reply.text == "The answer is (2)"
+
+
 def test_backend_sampling_is_seeded(tiny_vlm: Path, tmp_path: Path) -> None:
     # Without the fixed reply, the random model samples from its own distribution.
     folder = tmp_path / "unbiased"

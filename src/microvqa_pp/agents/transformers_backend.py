@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 
 class TransformersBackend(ChatBackend):
-    """Answers chat requests with a local transformers image-text-to-text model."""
+    """A chat backend on a local transformers image-text-to-text model."""
 
     def __init__(
         self,
@@ -104,7 +104,7 @@ class TransformersBackend(ChatBackend):
         import torch
 
         if request.schema is not None and not self._warned_schema:
-            # NOTE: no constrained decoding here; a task that asks for JSON parses the free-text reply.
+            # NOTE: there is no constrained decoding here, so a task that requests JSON parses free text.
             logger.warning("the transformers backend does not enforce JSON schemas; replies are free text")
             self._warned_schema = True
 
@@ -115,7 +115,9 @@ class TransformersBackend(ChatBackend):
             tokenize=True,
             return_dict=True,
             return_tensors="pt",
-        ).to(self._device)
+        )
+        # Pixel values come as float32, and not every model casts them to its own dtype.
+        inputs = inputs.to(self._device, dtype=self._model.dtype)
         generation: dict[str, Any] = {"max_new_tokens": request.max_tokens, "do_sample": request.temperature > 0}
         if request.temperature > 0:
             generation["temperature"] = request.temperature

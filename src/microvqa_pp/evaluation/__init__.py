@@ -1,9 +1,10 @@
 """Evaluation of multimodal models on MicroVQA and on data sets in its layouts.
 
-The reference protocol reproduces MicroVQA's own evaluation (`eval/eval.py` in the GitHub
-repository jmhb0/microvqa): the same prompt, options numbered `(1)`, `(2)`, ..., images as
-separate content parts after the text, the same answer regex with the first match winning, and
-an unparsed reply scored wrong. A second, robust parser is reported beside it.
+The reference protocol reproduces MicroVQA's own evaluation, `eval/eval.py` in the GitHub
+repository jmhb0/microvqa. It sends the same prompt with options numbered `(1)`, `(2)`, ... and
+the images as separate content parts after the text. It reads replies with the same answer
+regex, the first match winning, and scores an unparsed reply wrong. A second, robust parser is
+reported beside it.
 
 Modules, in the order an evaluation uses them:
 

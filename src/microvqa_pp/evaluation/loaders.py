@@ -4,8 +4,8 @@ Accepted inputs (`DATASET` of `microvqa-pp eval`):
 
 - a Hugging Face data set id such as `jmhb/microvqa`, loaded through `datasets`;
 - a parquet file, or a folder of parquet files, in the MicroVQA layout (`images_list`,
-  `question`, `choices`, 0-based `correct_index`, `task`, `task_str`), which is also the layout
-  of the project's test-split export; a run folder is searched under `export/`;
+  `question`, `choices`, 0-based `correct_index`, `task`, `task_str`). The project's test-split
+  export has this layout too, and a run folder is searched under `export/`;
 - parquet in the MicroVQA++ release schema (`image`, choices with `1) ` prefixes, 1-based
   `correct_index`), detected and normalised with a log line saying so;
 - MicroVQA-format CSV, text only, with `choices` as a Python list literal.
@@ -22,6 +22,7 @@ import csv
 import hashlib
 import io
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,7 +134,8 @@ def hub_table(dataset_id: str, split: str | None) -> pa.Table:
     datasets = require("datasets", "report", "loading Hugging Face data sets")
     try:
         loaded = datasets.load_dataset(dataset_id, split=split)
-    except (ConnectionError, OSError, ValueError, FileNotFoundError) as error:
+    except (OSError, ValueError) as error:
+        # OSError covers ConnectionError and the data-set-not-found errors of `datasets`.
         offline = _hub_offline()
         hint = (
             "the Hugging Face hub is switched off (HF_HUB_OFFLINE=1) and the data set is not in the local cache"
@@ -155,8 +157,6 @@ def hub_table(dataset_id: str, split: str | None) -> pa.Table:
 
 
 def _hub_offline() -> bool:
-    import os
-
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
 
 
@@ -332,7 +332,8 @@ def _image_values(row: dict[str, Any]) -> list[Any]:
 
 def _store_images(values: Iterable[Any], image_dir: Path, question_id: str) -> tuple[list[str], list[str]]:
     """Write each image once as IMAGE_DIR/ab/SHA256.EXT and return the paths and digests."""
-    image_module = require("PIL.Image", "ml", "reading images")
+    from PIL import Image
+
     paths, digests = [], []
     for position, value in enumerate(values):
         data = value.get("bytes") if isinstance(value, dict) else value
@@ -341,10 +342,10 @@ def _store_images(values: Iterable[Any], image_dir: Path, question_id: str) -> t
         if not isinstance(data, (bytes, bytearray)) or not data:
             raise _RowError("missing_image", f"{question_id}: image {position} has no bytes")
         try:
-            with image_module.open(io.BytesIO(data)) as image:
+            with Image.open(io.BytesIO(data)) as image:
                 image.load()
                 extension = (image.format or "png").lower().replace("jpeg", "jpg")
-        except (OSError, ValueError, image_module.DecompressionBombError) as error:
+        except (OSError, ValueError, Image.DecompressionBombError) as error:
             raise _RowError("invalid_image", f"{question_id}: image {position} does not decode: {error}") from None
         digest = hashlib.sha256(data).hexdigest()
         path = image_dir / digest[:2] / f"{digest}.{extension}"
@@ -365,7 +366,7 @@ def load_csv(path: Path) -> LoadedDataset:
     """Read MicroVQA-format CSV: text only, `choices` a Python list literal, 0-based index.
 
     `choices` is read with `ast.literal_eval`, which accepts literals only and runs no code.
-    The task comes from a `task` or `use_case` column when it holds 1, 2 or 3.
+    The task comes from a `task` or `use_case` column when it contains 1, 2 or 3.
     """
     result = LoadedDataset(source=str(path), layout="microvqa-csv")
     try:

@@ -1,9 +1,9 @@
 """Accuracy, unparsed share and confidence intervals, overall and per group, for each parser.
 
-The reference metrics are MicroVQA's `calculate_metrics` (`eval/eval.py` of jmhb0/microvqa):
-accuracy is the share of questions whose parsed option equals the correct one, an unparsed reply
-counts as wrong, and the unparsed share ("bad responses") counts every reply whose 0-based
-prediction is outside 0..4. Accuracy and the unparsed share are fractions of all N questions.
+The reference metrics are MicroVQA's `calculate_metrics` (`eval/eval.py` of jmhb0/microvqa).
+Accuracy is the share of questions whose parsed option equals the correct one, so an unparsed
+reply counts as wrong. The unparsed share ("bad responses" there) counts every reply whose
+0-based prediction is outside 0..4. Both are fractions of all N questions.
 """
 
 from __future__ import annotations

@@ -44,8 +44,8 @@ class ParsedAnswer:
 def parse_reference(reply: str) -> ParsedAnswer:
     """Read the answer exactly as MicroVQA's reference evaluation does.
 
-    The option is returned as matched, even when it is outside the question's options; the
-    reference metrics decide what counts as a valid answer (see `metrics.reference_valid`).
+    The option is returned as matched, even when it is outside the question's options. The
+    reference metrics decide what counts as a valid answer (`metrics.REFERENCE_VALID_OPTIONS`).
     """
     match = REFERENCE_PATTERN.search(reply)
     if match is None:
@@ -56,7 +56,7 @@ def parse_reference(reply: str) -> ParsedAnswer:
 # The robust parser ----------------------------------------------------------------------------
 
 # An option label: a one- or two-digit number that is not part of a decimal, a word or a
-# quantity ("2.5", "2nd", "2-fold", "12 µm", "5 min"), or a capital letter that stands alone.
+# quantity ("2.5", "2nd", "2-fold", "12 µm", "5 min"), or a capital letter on its own.
 _UNIT = r"(?:%|[µμu]m\b|nm\b|mm\b|cm\b|min\b|ms\b|s\b|h\b|hours?\b|days?\b|[µμun]?M\b|k?Da\b|x\b|×|fold\b|times\b)"
 _NUMBER = r"(?P<number>[0-9]{1,2})(?![0-9]|[.,][0-9]|-?[A-Za-z]|\s*" + _UNIT + ")"
 _LETTER = r"(?P<letter>[A-J])(?![A-Za-z0-9'’-])"
@@ -229,9 +229,9 @@ def _normalise(text: str) -> str:
 def match_option_text(fragment: str, choices: Sequence[str]) -> list[int]:
     """Return the 1-based options whose text `fragment` restates.
 
-    An option matches when its whole normalised text (lower case, punctuation dropped) occurs
-    in the fragment, or when the fragment is a part of the option of at least 12 characters that
-    covers at least 60 % of it (a shortened restatement).
+    Texts are compared in lower case without punctuation. An option matches when its whole text
+    occurs in the fragment. It also matches when the fragment, at least 12 characters long, is a
+    part of the option that covers at least 60 % of it (a shortened restatement).
     When one matching option contains another ("Golgi" and "Golgi and ER"), the longer one wins.
     """
     normalised_fragment = _normalise(fragment)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 NO_IMAGE_MODES = ("off", "reference", "choices-only", "last-sentence")
-"""How images are left out: `off` sends them; the others send none (see `prompt.py`)."""
+"""No-image modes: `off` sends the images and the others send none (see `prompt.py`)."""
 
 
 @dataclass
