@@ -226,3 +226,18 @@ def test_killed_evaluation_resumes(openai_stub, microvqa_csv: Path, tmp_path: Pa
     assert [row["question_id"] for row in results] == [question.question_id for question in questions]
     assert [row["reply"] for row in results] == [scripted_reply(position, question) for position, question in enumerate(questions)]
     assert not (out / "results.parts").exists()
+
+
+def test_duplicate_questions_keep_ids(openai_stub, tiny_rows: list[dict], parquet_writer, tmp_path: Path) -> None:
+    # Two rows with the same question, options and images send the same request.
+    duplicate = {**tiny_rows[0], "key_question": "q-1-copy"}
+    path = parquet_writer(tmp_path / "data.parquet", [tiny_rows[0], duplicate, tiny_rows[1]])
+    openai_stub.default_reply = Reply.text("The answer is (2)")
+    out = tmp_path / "eval"
+
+    run_eval(str(path), "--base-url", openai_stub.url, "--model", "stub-model", "--out", str(out))
+
+    results = pq.read_table(out / "results.parquet").to_pylist()
+    assert [row["question_id"] for row in results] == ["q-1", "q-1-copy", "q-2"]
+    assert results[0]["request_key"] == results[1]["request_key"]
+    assert [row["reference_correct"] for row in results] == [True, True, False]

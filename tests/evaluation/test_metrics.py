@@ -38,7 +38,7 @@ def result(question_id: str, task: int, correct_option: int, reference: int | No
 
 
 # Hand count. Task 1: a right (both), b wrong (both), c unparsed by reference, right by robust.
-# Task 2: d right (both), e answers 6 (right, but outside the reference's valid 1..5).
+# Task 2: d right (both), e replies 6 (right, but outside the reference's valid 1..5).
 # Task 3: f unparsed by both, g wrong (both), h right (both).
 RESULTS = [
     result("a", 1, 2, 2, 2, blooms=2),

@@ -91,6 +91,11 @@ class _Planned:
     prompt_hash: str
     request_key: str
 
+    @property
+    def result_id(self) -> tuple[str, str]:
+        # Two questions of a data set may send the same request, so the id includes the question.
+        return (self.question.question_id, self.request_key)
+
 
 class Evaluation:
     """Evaluates one backend on one data set into an output folder."""
@@ -118,8 +123,8 @@ class Evaluation:
         """Evaluate the questions, write every output file and return the summary."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         planned = [self._plan(question) for question in self.select(loaded.questions)]
-        done = self._finished_results({item.request_key for item in planned})
-        todo = [item for item in planned if item.request_key not in done]
+        done = self._finished_results({item.result_id for item in planned})
+        todo = [item for item in planned if item.result_id not in done]
         logger.info(
             "eval: started, %d questions, %d already done, model %s (%s), no-image mode %s",
             len(planned),
@@ -135,10 +140,10 @@ class Evaluation:
                 replies = self.backend.complete([item.request for item in batch])
                 results = [self._score(item, reply) for item, reply in zip(batch, replies)]
                 self._write_part(results)
-                done.update((result.request_key, result) for result in results)
+                done.update(((result.question_id, result.request_key), result) for result in results)
                 bar.update(len(batch))
 
-        results = [done[item.request_key] for item in planned]
+        results = [done[item.result_id] for item in planned]
         summary = self._write_outputs(loaded, results)
         shutil.rmtree(self.parts_dir, ignore_errors=True)
         self._log_end(summary)
@@ -186,16 +191,17 @@ class Evaluation:
             robust_correct=robust.option == correct_option,
         )
 
-    def _finished_results(self, wanted: set[str]) -> dict[str, EvalResult]:
+    def _finished_results(self, wanted: set[tuple[str, str]]) -> dict[tuple[str, str], EvalResult]:
         """Read the results of earlier runs of the same requests; failed requests are not reused."""
-        finished: dict[str, EvalResult] = {}
+        finished: dict[tuple[str, str], EvalResult] = {}
         sources = sorted(self.parts_dir.glob("part-*.parquet")) if self.parts_dir.is_dir() else []
         if self.results_path.exists():
             sources.insert(0, self.results_path)
         for path in sources:
             for result in from_table(pq.read_table(path), EvalResult):
-                if result.request_key in wanted and not result.error:
-                    finished[result.request_key] = result
+                result_id = (result.question_id, result.request_key)
+                if result_id in wanted and not result.error:
+                    finished[result_id] = result
         return finished
 
     def _write_part(self, results: list[EvalResult]) -> None:
