@@ -12,6 +12,10 @@ No-image modes:
 - `choices-only`: no images and no question text, only the options.
 - `last-sentence`: no images and only the last sentence of the question, which drops the
   context that the question states before it.
+
+NOTE: MicroVQA's `run_eval.py` names the last two ablations (`is_noimage_v2`, `is_noimage_v3`)
+and describes them in comments, but no stored version of its `eval.py` implements them. Here
+they use the no-image template with the question text reduced as those comments describe.
 """
 
 from __future__ import annotations
@@ -137,7 +141,12 @@ def build_request(
     max_tokens: int = 2048,
     seed: int | None = 0,
 ) -> tuple[ChatRequest, str]:
-    """Return the chat request for a question and its prompt hash."""
+    """Return the chat request for a question and its prompt hash.
+
+    NOTE: MicroVQA's client also sends top_p 1 and zero frequency and presence penalties. Those
+    are OpenAI's defaults, but `ChatRequest` cannot carry them, so a server that fills in the
+    model's own generation defaults instead may sample differently.
+    """
     messages = build_messages(item, no_image)
     request = ChatRequest(
         messages=tuple(messages),
