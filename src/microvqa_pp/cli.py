@@ -27,6 +27,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "report": "microvqa_pp.release.cli:report",
 }
 """Command name to `module:function` of a click command defined elsewhere."""
+LAZY_COMMANDS["eval"] = "microvqa_pp.evaluation.cli:eval_command"
 
 
 class LazyGroup(click.Group):
