@@ -337,3 +337,19 @@ def test_export_without_questions(run_copy):
     assert "0 multiple-choice microscopy questions" in body
     assert "Both splits are empty" in body
     assert write_report(run_copy, load_config("offline")).is_file()
+
+
+def test_evaluation_reads_test_export(exported, run_copy, tmp_path):
+    from microvqa_pp.evaluation.loaders import load_dataset
+    from microvqa_pp.records import MCQ
+
+    mcqs = {mcq.mcq_id: mcq for mcq in read_records(run_copy.stage_output("mcq"), MCQ)}
+    test_ids = {a.mcq_id for a in read_records(run_copy.stage_output("split"), SplitAssignment) if a.split == "test"}
+    for source in (run_copy.root, exported / "data" / "test-00000-of-00001.parquet"):
+        loaded = load_dataset(str(source), tmp_path / "images")
+        assert loaded.rejections == []
+        assert {question.question_id for question in loaded.questions} == test_ids
+        for question in loaded.questions:
+            assert question.choices == mcqs[question.question_id].choices
+            assert question.correct_index == mcqs[question.question_id].correct_index
+            assert len(question.images) == 1
