@@ -82,6 +82,7 @@ def test_report_sections_state_their_facts(reported_run):
     assert "Not computed in this run: NLI entailment" in page
     assert "CLIP unavailable" in page
     assert "<td>images</td><td>random</td><td class=\"number\">" in page
+    assert "in 17 leakage groups (the largest has 40 questions)" in page
 
 
 def test_report_before_later_stages(tmp_path, biomedica_shard):
@@ -90,7 +91,7 @@ def test_report_before_later_stages(tmp_path, biomedica_shard):
     page = write_report(run, config).read_text()
     assert "<td>ingest</td><td>done</td><td class=\"number\">15</td>" in page
     assert "<td>split</td><td>not run</td>" in page
-    assert page.count('class="missing"') == 5
+    assert page.count('class="missing"') == 6
     assert "15 figures ingested" in page
     assert len(DATA_URI.findall(page)) == 1
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from microvqa_pp.config import Config
-from microvqa_pp.records import MCQ, Embedding, Figure, FilterDecision, QASignals, SplitAssignment
+from microvqa_pp.records import MCQ, TASK_NAMES, Embedding, Figure, FilterDecision, QASignals, SplitAssignment
 from microvqa_pp.release import blooms, overlap, plots, tsne
 from microvqa_pp.release.blooms import BLOOMS_NAMES
 from microvqa_pp.release.split import SPLITS, TEST
@@ -174,6 +174,37 @@ class ReportBuilder:
         section.body.append(self._image("blooms", plots.blooms(built, reference, label, BLOOMS_NAMES), "Bloom's levels of the built data and the reference"))
         rows = [[level, BLOOMS_NAMES.get(level, "?"), built.get(level, 0), reference.get(level, 0)] for level in sorted(set(BLOOMS_NAMES) | set(built))]
         section.body.append(_table(["level", "name", "built", label], rows))
+        return section
+
+    def splits(self) -> Section:
+        section = Section("splits", "Train and test splits")
+        if not self.data.splits:
+            section.body.append(_missing("Not available: the split stage has not run."))
+            return section
+        stats = self.data.manifest.get("stages", {}).get("split", {}).get("stats", {})
+        target = stats.get("test_share_target", self.config.split.test_share)
+        section.body.append(
+            _paragraph(
+                f"Test share {stats.get('test_share', 0):.3f} against a target of {target:.3f}, in {stats.get('groups', 0)} "
+                f"leakage groups (the largest has {stats.get('largest_group', 0)} questions). No article, image hash or "
+                f"near-duplicate image (within {self.config.split.near_duplicate_distance} bits of perceptual hash) is in both splits."
+            )
+        )
+        rows = []
+        for split in SPLITS:
+            chosen = [assignment for assignment in self.data.splits if assignment.split == split]
+            tasks = Counter(assignment.task for assignment in chosen)
+            rows.append(
+                [
+                    split,
+                    len(chosen),
+                    len({assignment.figure_id for assignment in chosen}),
+                    len({assignment.article_id for assignment in chosen}),
+                    len({assignment.leakage_group for assignment in chosen}),
+                    *(tasks.get(task, 0) for task in TASK_NAMES),
+                ]
+            )
+        section.body.append(_table(["split", "questions", "figures", "articles", "groups", *TASK_NAMES.values()], rows))
         return section
 
     def _split_of(self) -> dict[str, str]:
@@ -333,7 +364,7 @@ class ReportBuilder:
         return " ".join(parts)
 
     def render(self) -> str:
-        sections = [self.stages(), self.blooms_levels(), self.embeddings(), self.signals(), self.positions(), self.overlap(), self.notes()]
+        sections = [self.stages(), self.splits(), self.blooms_levels(), self.embeddings(), self.signals(), self.positions(), self.overlap(), self.notes()]
         title = f"microvqa-pp data-set report: {self.run.root.name}"
         navigation = "".join(f'<a href="#{section.anchor}">{html.escape(section.title)}</a>' for section in sections)
         body = "".join(f'<section id="{section.anchor}"><h2>{html.escape(section.title)}</h2>{"".join(section.body)}</section>' for section in sections)
