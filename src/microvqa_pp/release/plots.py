@@ -186,5 +186,5 @@ def overlap_curves(panels: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> byte
             axis.set_xlabel("similarity to the nearest training item")
             axis.set_ylabel("share of test questions at or below")
             axis.set_title(title, fontsize=10)
-            axis.legend(fontsize=8, loc="upper left")
+            axis.legend(fontsize=8, loc="best")
         return _png(figure)
