@@ -198,13 +198,14 @@ def known_limits(summary: ExportSummary, manifest: dict[str, Any], config: Confi
         limits.append(
             "Built with the offline profile: no multimodal LLM and no CLIP or NLI model. Questions, "
             "distractors and rationales come from a deterministic caption-grounded agent that does not "
-            "look at the image, so they test reading the caption's facts more than seeing the image."
+            "look at the image, so they test reading the caption's facts more than seeing the image. "
+            "The notes below say what stood in for each missing model."
         )
     template_count = sum(1 for item in items if summary.template_generated.get(item.mcq.qa_id))
     if template_count:
         limits.append(f"{template_count} of {len(items)} questions were generated from templates, not by a language model.")
-    for _, text in sorted(manifest.get("notes", {}).items()):
-        limits.append(text)
+    # Notes in the order the stages wrote them, which follows the pipeline.
+    limits.extend(manifest.get("notes", {}).values())
     failed = sum(1 for item in items if item.mcq.no_image_outcome == "failed")
     if failed:
         limits.append(f"{failed} questions failed the no-image check: a model answered them right without the image.")

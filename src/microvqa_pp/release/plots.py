@@ -45,12 +45,15 @@ def stage_counts(stages: Sequence[tuple[str, int]], rejections: Sequence[tuple[s
     """Bar charts of the records each stage wrote and of the rejection reasons per stage."""
     height = max(3.0, 0.32 * max(len(stages), len(rejections)) + 1.2)
     with _figure(columns=2, width=11.0, height=height) as (figure, axes):
+        from matplotlib.ticker import MaxNLocator
+
         left, right = axes[0]
         names = [name for name, _ in stages][::-1]
         counts = [count for _, count in stages][::-1]
         bars = left.barh(names, counts, color=BUILT_COLOUR, height=0.6)
         left.bar_label(bars, padding=3, fontsize=8)
         left.set_xlabel("records written")
+        left.xaxis.set_major_locator(MaxNLocator(integer=True))
         left.set_title("Records per stage")
         left.margins(x=0.15)
         if rejections:
@@ -60,6 +63,7 @@ def stage_counts(stages: Sequence[tuple[str, int]], rejections: Sequence[tuple[s
             right.set_ylim(-0.75, max(len(labels), 3) - 0.25)
             right.bar_label(bars, padding=3, fontsize=8)
             right.set_xlabel("items dropped")
+            right.xaxis.set_major_locator(MaxNLocator(integer=True))
             right.margins(x=0.15)
             right.tick_params(axis="y", labelsize=8)
         else:
