@@ -45,3 +45,20 @@ def demo_parquet() -> Path:
 def microvqa_csv() -> Path:
     """51 MicroVQA-format questions, text only, 0-based correct_index."""
     return TEST_DATA / "microvqa_format" / "demo_dataset.csv"
+
+
+# The OpenAI-compatible stub server, for every area whose code calls a model ------------------
+
+import sys  # noqa: E402
+
+# Tests import the stub's reply constructors with `from stubs.openai_server import Reply`.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+@pytest.fixture
+def openai_stub():
+    """A running OpenAI-compatible server on 127.0.0.1 with scripted replies (see stubs/openai_server.py)."""
+    from stubs.openai_server import OpenAIStub
+
+    with OpenAIStub() as stub:
+        yield stub

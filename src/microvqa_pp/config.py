@@ -69,6 +69,13 @@ class AgentConfig(Section):
     temperature: float = Field(default=0.0, ge=0)
     max_tokens: int = Field(default=2048, ge=1)
     cache: bool = True
+    """Store replies in RUN/cache/llm.sqlite and reuse them, so a rerun sends no repeated request."""
+    retry_base_s: float = Field(default=1.0, gt=0)
+    """First back-off delay in seconds; it doubles with each retry (with full jitter)."""
+    retry_max_s: float = Field(default=60.0, gt=0)
+    """Maximum back-off delay in seconds, also the cap on a server's `Retry-After`."""
+    structured_output: bool = True
+    """Request JSON through `response_format` json_schema; servers that reject it get plain requests."""
 
 
 class GenerateConfig(Section):
