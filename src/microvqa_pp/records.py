@@ -256,3 +256,7 @@ class MCQ:
     consistency_score: float
     generator: str
     prompt_version: str
+    span_kind: str = ""
+    """Kind of the correct answer (`stain`, `organism`, `quantity:μM`, ... or `other`); empty from an LLM agent."""
+    distractor_source: str = ""
+    """Where the distractors came from: `agent`, or offline `corpus`, `lexicon`, `scaled`, `other-answers` joined by `+`."""

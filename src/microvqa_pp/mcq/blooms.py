@@ -12,12 +12,15 @@ import json
 import logging
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
 
+from microvqa_pp.agents.base import AgentTask, Message, ReplyError
+from microvqa_pp.agents.prompts import load_prompt
 from microvqa_pp.deps import require
 from microvqa_pp.mcq.embedding import SentenceEmbedder
 
@@ -192,6 +195,14 @@ class BloomsClassifier:
         return self._vectorizer.transform(texts)
 
 
+@lru_cache(maxsize=4)
+def packaged_classifier(text_model: str | None, seed: int = 0) -> BloomsClassifier:
+    """Return the classifier trained on the packaged labels, trained once per process and settings."""
+    from microvqa_pp.mcq.embedding import shared_embedder
+
+    return train_classifier(shared_embedder(text_model) if text_model else None, seed=seed)
+
+
 def train_classifier(
     embedder: SentenceEmbedder | None, *, seed: int = 0, path: Path | None = None
 ) -> BloomsClassifier:
@@ -200,3 +211,41 @@ def train_classifier(
     regularization = 1.0 if features == "embedding" else 10.0
     classifier = BloomsClassifier(features, embedder, regularization=regularization, seed=seed)
     return classifier.fit(load_training_examples(path))
+
+
+@dataclass(frozen=True)
+class BloomsItem:
+    """A question to label: its id, stem and correct answer."""
+
+    item_id: str
+    stem: str
+    answer: str
+
+
+class BloomsTask(AgentTask[BloomsItem, int]):
+    """Assign a Bloom's level (1 to 6) to a question; offline, the classifier does."""
+
+    name = "mcq_blooms"
+    prompt_version = load_prompt("microvqa_pp.mcq", "mcq_blooms").version
+    output_model = None
+
+    def __init__(self, classifier: BloomsClassifier | None = None):
+        self.classifier = classifier
+        self.template = load_prompt("microvqa_pp.mcq", self.name)
+
+    def item_id(self, item: BloomsItem) -> str:
+        return item.item_id
+
+    def messages(self, item: BloomsItem) -> list[Message]:
+        return self.template.render(stem=item.stem, answer=item.answer)
+
+    def parse(self, text: str, item: BloomsItem) -> int:
+        try:
+            return parse_blooms_reply(text)
+        except ValueError as error:
+            raise ReplyError(str(error)) from error
+
+    def offline(self, item: BloomsItem) -> int:
+        if self.classifier is None:
+            raise ReplyError("offline_unavailable: no Bloom's classifier was configured")
+        return self.classifier.predict([item.stem], [item.answer])[0]

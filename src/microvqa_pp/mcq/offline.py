@@ -33,7 +33,7 @@ from microvqa_pp.mcq.spans import (
     replace_number,
 )
 from microvqa_pp.mcq.text import canonical_characters, contains_phrase, content_words, longest_shared_run, normalize_option
-from microvqa_pp.mcq.validation import McqDraft, ValidationSettings
+from microvqa_pp.mcq.validation import McqDraft, ValidationSettings, correct_option_too_long
 from microvqa_pp.records import QA
 
 # Image-type phrases for the stem, most specific first; a phrase is skipped when it shares a
@@ -51,12 +51,11 @@ _IMAGE_TYPES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"immunohistochem|\bIHC\b", "An immunohistochemistry image"),
         (r"hematoxylin|haematoxylin|\bH&E\b|\bHE stain", "A hematoxylin and eosin-stained section"),
         (r"phase[- ]contrast", "A phase-contrast micrograph"),
-        (r"\bstain", "A light micrograph of stained material"),
         (r"light microscop|bright-?field", "A light micrograph"),
     )
 )
 _GENERIC_IMAGE = "A microscopy image"
-_GENERIC_WORDS = frozenset({"micrograph", "microscopy", "image", "section", "stained", "material", "light"})
+_GENERIC_WORDS = frozenset({"micrograph", "microscopy", "image", "section", "stained", "light"})
 _SUBJECT_KINDS = ("cell_line", "organism", "cell_type")
 _TEXT_REFERENCES = re.compile(r"\b(?:caption|legend|text|article|authors?|paper|study)\b", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(])")
@@ -122,7 +121,7 @@ class OfflineWriter:
         needed = self.settings.num_options - 1
         candidates = self.candidates(context, mention)
         rng = np.random.default_rng(stable_seed("offline-distractors", self.seed, context.qa_id))
-        distractors = self.rank(candidates, answer, mention, rng)[:needed]
+        distractors = self.select(self.rank(candidates, answer, mention, rng), answer, needed)
         if len(distractors) < needed:
             kind = mention.key if mention else OTHER
             raise ReplyError(
@@ -139,7 +138,8 @@ class OfflineWriter:
         options = [answer] + [candidate.text for candidate in distractors]
         info = self.lexicon.info(mention.key if mention else OTHER)
         lead = self.lead(context, mention, options)
-        question = info.question if generic_question else self.question(context, options, info)
+        # An answer of no known kind has no meaningful generic question, so it keeps the stage-1 one.
+        question = info.question if generic_question and mention is not None else self.question(context, options, info)
         return McqDraft(
             question=f"{lead} {question}",
             options=options,
@@ -210,6 +210,19 @@ class OfflineWriter:
                 continue
             result.append(Candidate(text, "other-answers"))
         return _drop_overlapping(result, context.answer)
+
+    def select(self, ranked: list[Candidate], answer: str, needed: int) -> list[Candidate]:
+        """Take the first `needed` candidates, swapping the last one for a longer candidate when the
+        correct option would otherwise be conspicuously the longest."""
+        chosen = ranked[:needed]
+        ratio = self.settings.max_length_ratio
+        if len(chosen) < needed or not correct_option_too_long(answer, [candidate.text for candidate in chosen], ratio):
+            return chosen
+        for candidate in ranked[needed:]:
+            swapped = chosen[:-1] + [candidate]
+            if not correct_option_too_long(answer, [item.text for item in swapped], ratio):
+                return swapped
+        return chosen
 
     def rank(self, candidates: list[Candidate], answer: str, mention: Mention | None, rng: np.random.Generator) -> list[Candidate]:
         """Order candidates: same group, corpus before fallbacks, similar length, canonical spelling, then seeded random.

@@ -264,33 +264,29 @@ def classify_span(span: str, lexicon: Lexicon | None = None) -> Mention | None:
 
 @dataclass
 class PoolItem:
-    """One distinct span of a kind in the corpus, with the figures that mention it."""
+    """One distinct span of a kind in the corpus."""
 
     key: str
     identity: Any
     text: str
     group: str
     value: float | None
-    figures: set[str] = field(default_factory=set)
 
 
 class SpanPool:
-    """Every distinct same-kind span of a corpus of captions, for offline distractors."""
+    """Every distinct same-kind span of a corpus of captions, and the answers of its QAs, for offline distractors."""
 
     def __init__(self, lexicon: Lexicon | None = None):
         self.lexicon = lexicon or default_lexicon()
         self.items: dict[str, dict[Any, PoolItem]] = defaultdict(dict)
         self.answers: dict[str, str] = {}
-        """Answers of other QAs by normalised text, for answers of no known kind."""
+        """Answers of the run's QAs by normalised text, the distractors for answers of no known kind."""
         self.answer_figures: dict[str, set[str]] = defaultdict(set)
 
     def add_caption(self, figure_id: str, caption: str) -> None:
         for mention in self.lexicon.find(caption):
-            item = self.items[mention.key].get(mention.identity)
-            if item is None:
-                item = PoolItem(mention.key, mention.identity, mention.text, mention.group, mention.value)
-                self.items[mention.key][mention.identity] = item
-            item.figures.add(figure_id)
+            if mention.identity not in self.items[mention.key]:
+                self.items[mention.key][mention.identity] = PoolItem(mention.key, mention.identity, mention.text, mention.group, mention.value)
 
     def add_answer(self, figure_id: str, answer: str) -> None:
         key = normalize_option(answer)
@@ -311,6 +307,32 @@ class SpanPool:
 
     def counts(self) -> dict[str, int]:
         return {key: len(values) for key, values in sorted(self.items.items())}
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the pool as JSON-compatible data (lexicon identities are entry indices, so the version is kept)."""
+        return {
+            "lexicon_version": self.lexicon.version,
+            "items": [
+                {"key": item.key, "identity": item.identity, "text": item.text, "group": item.group, "value": item.value}
+                for key in sorted(self.items)
+                for item in self.same_kind(key)
+            ],
+            "answers": [
+                {"key": key, "text": text, "figures": sorted(self.answer_figures[key])} for key, text in sorted(self.answers.items())
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], lexicon: Lexicon | None = None) -> "SpanPool":
+        pool = cls(lexicon)
+        if data.get("lexicon_version") != pool.lexicon.version:
+            raise ValueError(f"span pool built with lexicon version {data.get('lexicon_version')}, this is version {pool.lexicon.version}")
+        for row in data["items"]:
+            pool.items[row["key"]][row["identity"]] = PoolItem(row["key"], row["identity"], row["text"], row["group"], row["value"])
+        for row in data["answers"]:
+            pool.answers[row["key"]] = row["text"]
+            pool.answer_figures[row["key"]] = set(row["figures"])
+        return pool
 
 
 def format_like(value: float, template_number: str) -> str:

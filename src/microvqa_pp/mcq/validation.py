@@ -122,13 +122,9 @@ def validate_draft(draft: McqDraft, settings: ValidationSettings, caption: str =
     if contains_phrase(draft.question, draft.correct_answer):
         return Violation("stem_contains_answer", f"the stem contains the answer {draft.correct_answer!r}")
 
-    longest_distractor = max((len(option.strip()) for option in draft.distractors()), default=0)
-    correct_length = len(draft.correct_answer.strip())
-    if (
-        longest_distractor > 0
-        and correct_length > settings.max_length_ratio * longest_distractor
-        and correct_length - longest_distractor >= MIN_LENGTH_GAP
-    ):
+    if correct_option_too_long(draft.correct_answer, draft.distractors(), settings.max_length_ratio):
+        longest_distractor = max(len(option.strip()) for option in draft.distractors())
+        correct_length = len(draft.correct_answer.strip())
         return Violation(
             "correct_option_longest",
             f"the correct option has {correct_length} characters, the longest distractor {longest_distractor} "
@@ -140,3 +136,14 @@ def validate_draft(draft: McqDraft, settings: ValidationSettings, caption: str =
         if shared >= settings.max_caption_copy_words:
             return Violation("stem_copies_caption", f"the stem repeats {shared} consecutive words of the caption")
     return None
+
+
+def correct_option_too_long(correct: str, distractors: list[str], max_ratio: float) -> bool:
+    """Return whether the correct option is conspicuously longer than every distractor."""
+    longest_distractor = max((len(option.strip()) for option in distractors), default=0)
+    correct_length = len(correct.strip())
+    return (
+        longest_distractor > 0
+        and correct_length > max_ratio * longest_distractor
+        and correct_length - longest_distractor >= MIN_LENGTH_GAP
+    )
