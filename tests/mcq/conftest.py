@@ -181,6 +181,12 @@ def offline(tmp_path_factory, ingested_run, captions) -> Outcome:
 
 
 @pytest.fixture(scope="session")
+def all_questions() -> list[tuple[str, str, str, int]]:
+    """Every fixture question: (figure id, answer span, question, task)."""
+    return list(QUESTIONS)
+
+
+@pytest.fixture(scope="session")
 def small_questions() -> list[tuple[str, str, str, int]]:
     """Six fixture questions of different kinds, for tests that run the stage several times."""
     return [QUESTIONS[index] for index in (0, 3, 9, 12, 16, 22)]

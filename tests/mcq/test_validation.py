@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from microvqa_pp.mcq.text import contains_phrase, longest_shared_run, normalize_option, strip_option_prefix
+from microvqa_pp.mcq.text import contains_phrase, longest_shared_run, normalize_option, resolve_correct_answer, strip_option_labels, strip_option_prefix
 from microvqa_pp.mcq.validation import REASONS, McqDraft, ValidationSettings, validate_draft
 
 CAPTION = (
@@ -106,3 +106,27 @@ def test_normalisation_helpers():
     assert strip_option_prefix("(B) Hoechst 33342") == "Hoechst 33342"
     assert strip_option_prefix("53BP1") == "53BP1"
     assert strip_option_prefix("2.4 μg/mL") == "2.4 μg/mL"
+
+
+@pytest.mark.parametrize(
+    ("options", "stripped"),
+    [
+        (["A. DAPI", "B. Hoechst", "C. EdU"], ["DAPI", "Hoechst", "EdU"]),
+        (["1. DAPI", "2. Hoechst", "3. EdU"], ["DAPI", "Hoechst", "EdU"]),
+        (["(1) DAPI", "(2) Hoechst", "(3) EdU"], ["DAPI", "Hoechst", "EdU"]),
+        (["E. coli", "B. subtilis", "S. aureus"], ["E. coli", "B. subtilis", "S. aureus"]),
+        (["A. thaliana", "B. subtilis", "C. elegans"], ["thaliana", "subtilis", "elegans"]),
+    ],
+)
+def test_option_labels(options, stripped):
+    # A sequence A., B., C. is taken as labels, even for species names that happen to fit it.
+    assert strip_option_labels(options) == stripped
+
+
+def test_correct_answer_by_label():
+    raw = ["A. DAPI", "B. Hoechst", "C. EdU"]
+    options = strip_option_labels(raw)
+    assert resolve_correct_answer("B. Hoechst", raw, options) == "Hoechst"
+    assert resolve_correct_answer("B", raw, options) == "Hoechst"
+    assert resolve_correct_answer("(3)", raw, options) == "EdU"
+    assert resolve_correct_answer("DAPI", raw, options) == "DAPI"

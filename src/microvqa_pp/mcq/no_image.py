@@ -32,8 +32,7 @@ from microvqa_pp.agents.prompts import load_prompt
 from microvqa_pp.mcq.embedding import SentenceEmbedder
 from microvqa_pp.mcq.offline import OfflineWriter, QAContext
 from microvqa_pp.mcq.positions import stable_seed
-from microvqa_pp.mcq.spans import OTHER, classify_span
-from microvqa_pp.mcq.text import content_words, normalize_option, strip_option_prefix
+from microvqa_pp.mcq.text import content_words, normalize_option, strip_option_labels
 from microvqa_pp.mcq.validation import McqDraft, Violation
 
 logger = logging.getLogger(__name__)
@@ -207,12 +206,15 @@ class McqRewriteTask(AgentTask[RewriteItem, McqDraft]):
         *,
         seed: int = 0,
         candidate_sets: int = 12,
+        candidate_pool: int = 3,
     ):
         self.num_options = num_options
         self.writer = writer
         self.answerer = answerer
         self.seed = seed
         self.candidate_sets = candidate_sets
+        self.candidate_pool = candidate_pool
+        """Offline rewrites draw from the first `candidate_pool` times the needed number of ranked candidates."""
         self.template = load_prompt("microvqa_pp.mcq", self.name)
         self._searches: dict[str, list[McqDraft] | ReplyError] = {}
 
@@ -237,7 +239,7 @@ class McqRewriteTask(AgentTask[RewriteItem, McqDraft]):
         correct = item.draft.correct_answer
         return McqDraft(
             question=reply.question.strip(),
-            options=[correct] + [strip_option_prefix(option) for option in reply.distractors],
+            options=[correct] + strip_option_labels(reply.distractors),
             correct_answer=correct,
             rationale=reply.rationale.strip() or item.draft.rationale,
             span_kind=item.draft.span_kind,
@@ -271,24 +273,25 @@ class McqRewriteTask(AgentTask[RewriteItem, McqDraft]):
     def _candidate_drafts(self, item: RewriteItem) -> list[McqDraft] | ReplyError:
         assert self.writer is not None
         context = item.context
-        mention = classify_span(context.answer, self.writer.lexicon)
+        kind = self.writer.resolve_kind(context)
         needed = self.num_options - 1
         rng = np.random.default_rng(stable_seed("offline-rewrite", self.seed, context.qa_id, item.round))
-        ranked = self.writer.rank(self.writer.candidates(context, mention), context.answer, mention, rng)
+        ranked = self.writer.rank(self.writer.candidates(context, kind), self.writer.display_answer(context, kind), kind, rng)
         if len(ranked) < needed:
-            kind = mention.key if mention else OTHER
-            return ReplyError(f"too_few_distractors: {len(ranked)} same-kind spans ({kind}) to rewrite with, {needed} needed")
+            return ReplyError(f"too_few_distractors: {len(ranked)} same-kind spans ({kind.key}) to rewrite with, {needed} needed")
 
         current = {normalize_option(option) for option in item.draft.distractors()}
+        # Draw from the best-ranked candidates only, so a rewrite stays as plausible as the first draft.
+        pool_size = min(len(ranked), self.candidate_pool * needed)
         choices = [list(range(needed))]
         for _ in range(self.candidate_sets - 1):
-            choices.append(sorted(rng.choice(len(ranked), size=needed, replace=False).tolist()))
+            choices.append(sorted(rng.choice(pool_size, size=needed, replace=False).tolist()))
         drafts = []
         for choice in choices:
             distractors = [ranked[index] for index in choice]
             if {normalize_option(candidate.text) for candidate in distractors} == current:
                 continue
-            drafts.append(self.writer.assemble(context, mention, distractors, generic_question=True))
+            drafts.append(self.writer.assemble(context, kind, distractors, generic_question=True))
         if not drafts:
             return ReplyError(f"too_few_distractors: no same-kind distractors other than the current ones for {context.answer!r}")
         return drafts

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Iterable
 
@@ -54,10 +55,22 @@ _IMAGE_TYPES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"light microscop|bright-?field", "A light micrograph"),
     )
 )
+# Stage-1 answer kinds that name a lexicon kind; the others (treatment, effect, conclusion, and
+# quantities the lexicon cannot parse) draw distractors from other answers of the same stage-1 kind.
+STAGE1_KINDS = {
+    "stain": "stain",
+    "marker": "marker",
+    "cell_type": "cell_type",
+    "organism": "organism",
+    "modality": "technique",
+    "outcome": "outcome",
+}
 _GENERIC_IMAGE = "A microscopy image"
-_GENERIC_WORDS = frozenset({"micrograph", "microscopy", "image", "section", "stained", "light"})
+_GENERIC_WORDS = frozenset({"micrograph", "microscopy", "image", "section", "stained"})
 _SUBJECT_KINDS = ("cell_line", "organism", "cell_type")
 _TEXT_REFERENCES = re.compile(r"\b(?:caption|legend|text|article|authors?|paper|study)\b", re.IGNORECASE)
+NEAR_DUPLICATE_RATIO = 0.85
+"""Normalised options at least this similar (difflib ratio) count as one, to catch spelling variants."""
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z(])")
 
 
@@ -70,6 +83,8 @@ class QAContext:
     image_path: Path | None
     consistency_score: float
     source: str = ""
+    answer_kind: str = ""
+    """The kind stage 1 gave the answer (`QA.answer_kind`), or empty when stage 1 gives none."""
 
     @property
     def qa_id(self) -> str:
@@ -103,6 +118,19 @@ class Candidate:
     """False when a shorter or longer spelling than the canonical one was chosen to match the answer."""
 
 
+@dataclass(frozen=True)
+class AnswerKind:
+    """The kind of an answer: a key such as `stain` or `quantity:μM`, and the lexicon mention
+    that covers the answer when there is one (it carries the identity and the family)."""
+
+    key: str
+    mention: Mention | None = None
+
+    @property
+    def group(self) -> str:
+        return self.mention.group if self.mention else ""
+
+
 class OfflineWriter:
     """Writes MCQs from caption-grounded QAs without a model (see the module docstring)."""
 
@@ -116,64 +144,82 @@ class OfflineWriter:
 
     def write(self, context: QAContext) -> McqDraft:
         """Return a draft MCQ for one QA, or raise ReplyError `too_few_distractors: ...`."""
-        answer = context.answer
-        mention = classify_span(answer, self.lexicon)
+        kind = self.resolve_kind(context)
+        answer = self.display_answer(context, kind)
         needed = self.settings.num_options - 1
-        candidates = self.candidates(context, mention)
         rng = np.random.default_rng(stable_seed("offline-distractors", self.seed, context.qa_id))
-        distractors = self.select(self.rank(candidates, answer, mention, rng), answer, needed)
+        distractors = self.select(self.rank(self.candidates(context, kind), answer, kind, rng), answer, needed)
         if len(distractors) < needed:
-            kind = mention.key if mention else OTHER
+            described = kind.key if kind.key != OTHER or not context.answer_kind else f"stage-1 kind {context.answer_kind}"
             raise ReplyError(
-                f"too_few_distractors: {len(distractors)} same-kind spans ({kind}) for {answer!r}, "
+                f"too_few_distractors: {len(distractors)} same-kind spans ({described}) for {answer!r}, "
                 f"{needed} needed; a larger corpus or an LLM agent supplies more"
             )
-        return self.assemble(context, mention, distractors, generic_question=False)
+        return self.assemble(context, kind, distractors, generic_question=False)
 
-    def assemble(
-        self, context: QAContext, mention: Mention | None, distractors: list[Candidate], *, generic_question: bool
-    ) -> McqDraft:
-        """Build the stem and the rationale around a chosen set of distractors."""
-        answer = context.answer
+    def resolve_kind(self, context: QAContext) -> AnswerKind:
+        """Classify the answer with the lexicon; when that fails, use the kind stage 1 gave it."""
+        mention = classify_span(context.answer, self.lexicon)
+        if mention is not None:
+            return AnswerKind(mention.key, mention)
+        return AnswerKind(STAGE1_KINDS.get(context.answer_kind, OTHER))
+
+    def display_answer(self, context: QAContext, kind: AnswerKind) -> str:
+        """Return the correct option's text: the answer, with a spelled-out number in digits
+        ("Twenty μg/ml" becomes "20 μg/ml") so that it is written like its distractors."""
+        mention = kind.mention
+        if mention is not None and mention.value is not None and not any(character.isdigit() for character in mention.text):
+            return replace_number(context.answer, mention, mention.value)
+        return context.answer
+
+    def assemble(self, context: QAContext, kind: AnswerKind, distractors: list[Candidate], *, generic_question: bool) -> McqDraft:
+        """Build the stem and the rationale around a chosen set of distractors.
+
+        With `generic_question` the stem asks the kind's generic question; kinds without one
+        (answers of no known kind, effects) keep the stage-1 question.
+        """
+        answer = self.display_answer(context, kind)
         options = [answer] + [candidate.text for candidate in distractors]
-        info = self.lexicon.info(mention.key if mention else OTHER)
-        lead = self.lead(context, mention, options)
-        # An answer of no known kind has no meaningful generic question, so it keeps the stage-1 one.
-        question = info.question if generic_question and mention is not None else self.question(context, options, info)
+        info = self.lexicon.info(kind.key)
+        lead = self.lead(context, options)
+        if generic_question and info.question and kind.key != OTHER:
+            question = info.question
+        else:
+            question = self.question(context, options, info)
         return McqDraft(
             question=f"{lead} {question}",
             options=options,
             correct_answer=answer,
             rationale=self.rationale(context, info, lead, answer, [candidate.text for candidate in distractors]),
-            span_kind=mention.key if mention else OTHER,
+            span_kind=kind.key,
             distractor_source=_combine_sources(candidate.source for candidate in distractors),
         )
 
     # Distractors ------------------------------------------------------------------------------
 
-    def candidates(self, context: QAContext, mention: Mention | None) -> list[Candidate]:
+    def candidates(self, context: QAContext, kind: AnswerKind) -> list[Candidate]:
         """Return every same-kind span that could be a distractor, corpus first, in a stable order."""
         answer = context.answer
-        if mention is None:
-            return self._other_answers(context)
-        if mention.key.startswith(QUANTITY):
-            return self._quantities(context, answer, mention)
-        return self._lexicon_kind(context, answer, mention)
+        if kind.key.startswith(QUANTITY) and kind.mention is not None:
+            return self._quantities(context, answer, kind.mention)
+        if kind.key in self.lexicon.kinds:
+            return self._lexicon_kind(context, answer, kind.key)
+        return self._other_answers(context)
 
-    def _lexicon_kind(self, context: QAContext, answer: str, mention: Mention) -> list[Candidate]:
-        in_caption = {(found.key, found.identity) for found in self.lexicon.find(context.caption)}
-        excluded = in_caption | {(mention.key, mention.identity)}
+    def _lexicon_kind(self, context: QAContext, answer: str, key: str) -> list[Candidate]:
+        # Anything the caption mentions may be in the image, and anything the answer mentions is the answer.
+        excluded = {(found.key, found.identity) for text in (context.caption, answer) for found in self.lexicon.find(text)}
         result: list[Candidate] = []
         seen: set[object] = set()
-        for item in self.pool.same_kind(mention.key):
+        for item in self.pool.same_kind(key):
             if (item.key, item.identity) in excluded or item.identity in seen:
                 continue
             seen.add(item.identity)
             entry = self.lexicon.entry(item.key, item.identity)
             forms = entry.forms if entry is not None else (item.text,)
             result.append(_lexicon_candidate(forms, answer, "corpus", item.group))
-        for entry in self.lexicon.entries.get(mention.key, []):
-            if (mention.key, entry.index) in excluded or entry.index in seen:
+        for entry in self.lexicon.entries.get(key, []):
+            if (key, entry.index) in excluded or entry.index in seen:
                 continue
             seen.add(entry.index)
             result.append(_lexicon_candidate(entry.forms, answer, "lexicon", entry.group))
@@ -201,12 +247,18 @@ class OfflineWriter:
         return _drop_overlapping(result, answer, containment=False)
 
     def _other_answers(self, context: QAContext) -> list[Candidate]:
+        """Return answers of other figures' QAs: those of the same stage-1 kind when stage 1 named
+        one, else those of no kind the lexicon knows."""
         figure_id = context.qa.figure_id
+        stage1_kind = context.answer_kind if context.answer_kind not in ("", OTHER) else ""
         result = []
         for key, text in sorted(self.pool.answers.items()):
-            if figure_id in self.pool.answer_figures[key] or classify_span(text, self.lexicon) is not None:
+            if figure_id in self.pool.answer_figures[key] or contains_phrase(context.caption, text):
                 continue
-            if contains_phrase(context.caption, text):
+            if stage1_kind:
+                if self.pool.answer_kinds.get(key) != stage1_kind:
+                    continue
+            elif classify_span(text, self.lexicon) is not None:
                 continue
             result.append(Candidate(text, "other-answers"))
         return _drop_overlapping(result, context.answer)
@@ -224,14 +276,19 @@ class OfflineWriter:
                 return swapped
         return chosen
 
-    def rank(self, candidates: list[Candidate], answer: str, mention: Mention | None, rng: np.random.Generator) -> list[Candidate]:
-        """Order candidates: same group, corpus before fallbacks, similar length, canonical spelling, then seeded random.
+    def rank(self, candidates: list[Candidate], answer: str, kind: AnswerKind, rng: np.random.Generator) -> list[Candidate]:
+        """Order candidates: family, corpus before fallbacks, similar length, canonical spelling, then seeded random.
 
-        Similar length keeps the correct option from standing out as the longest or shortest.
+        For kinds whose families hold interchangeable answers (`distractor_groups: different`),
+        candidates of the answer's own family are dropped. Similar length keeps the correct
+        option from standing out as the longest or shortest.
         """
         order = rng.permutation(len(candidates))
         shuffled = [candidates[index] for index in order]
-        group = mention.group if mention else ""
+        group = kind.group
+        if group and self.lexicon.info(kind.key).distractor_groups == "different":
+            shuffled = [candidate for candidate in shuffled if candidate.group != group]
+            group = ""
         answer_length = max(len(answer), 1)
 
         def key(candidate: Candidate) -> tuple[int, int, int, int]:
@@ -244,7 +301,7 @@ class OfflineWriter:
 
     # Stem and rationale -----------------------------------------------------------------------
 
-    def lead(self, context: QAContext, mention: Mention | None, options: list[str]) -> str:
+    def lead(self, context: QAContext, options: list[str]) -> str:
         """Return a sentence naming the image type and subject that gives no option away.
 
         The image type and subject come from the supporting sentence when it names them (the
@@ -260,10 +317,13 @@ class OfflineWriter:
             return any((found.key, found.identity) in option_things for found in self.lexicon.find(phrase))
 
         texts = [context.support_sentence(), context.caption]
-        image_type = next(
-            (phrase for text in texts for pattern, phrase in _IMAGE_TYPES if text and pattern.search(text) and not reveals(phrase)),
-            _GENERIC_IMAGE,
-        )
+        image_type = _GENERIC_IMAGE
+        for text in texts:
+            described = [phrase for pattern, phrase in _IMAGE_TYPES if text and pattern.search(text)]
+            if described:
+                # The first text that names an image type decides: another panel's type would mislead.
+                image_type = next((phrase for phrase in described if not reveals(phrase)), _GENERIC_IMAGE)
+                break
         for text in texts:
             for found in self.lexicon.find(text):
                 if found.key not in _SUBJECT_KINDS:
@@ -293,7 +353,8 @@ class OfflineWriter:
         parts = [lead, info.evidence]
         if support:
             parts.append(f'The figure\'s description confirms this: "{support.rstrip()}"')
-        parts.append(f"The {info.noun} is therefore {answer}.")
+        named = info.kind in self.lexicon.kinds and info.kind != "outcome" or info.kind.startswith(QUANTITY)
+        parts.append(f"The {info.noun} is therefore {answer}." if named else f"The answer is therefore {answer}.")
         parts.append(
             f"The other options, {_join(distractors)}, are {info.plural} that are not reported for this image."
             if info.kind != OTHER
@@ -318,18 +379,25 @@ def _lexicon_candidate(forms: tuple[str, ...], answer: str, source: str, group: 
 def _drop_overlapping(candidates: list[Candidate], answer: str, *, containment: bool = True) -> list[Candidate]:
     """Drop candidates equal to the answer or an earlier candidate after normalisation.
 
-    With `containment`, also drop one that contains or is contained in them ("Ku" and "Ku80"),
-    which may name the same thing; quantities compare by equality only, because "5 μm" is inside "25 μm".
+    With `containment`, also drop one that contains, is contained in, or is nearly the same
+    string as them ("Ku" and "Ku80", "Imunofluorescence" and "immunofluorescence"), which may name
+    the same thing. Quantities compare by equality only, because "5 μm" is inside "25 μm".
     """
     kept: list[Candidate] = []
     keys = [normalize_option(answer)]
     for candidate in candidates:
         key = normalize_option(candidate.text)
-        if not key or any(key == other or (containment and (key in other or other in key)) for other in keys):
+        if not key or any(key == other or (containment and _overlaps(key, other)) for other in keys):
             continue
         keys.append(key)
         kept.append(candidate)
     return kept
+
+
+def _overlaps(first: str, second: str) -> bool:
+    if first in second or second in first:
+        return True
+    return SequenceMatcher(None, first, second).ratio() >= NEAR_DUPLICATE_RATIO
 
 
 def _combine_sources(sources: Iterable[str]) -> str:

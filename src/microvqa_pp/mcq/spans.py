@@ -56,14 +56,22 @@ _UNIT_OF_SPELLING = {spelling: (canonical, dimension) for canonical, dimension, 
 _UNIT_DIMENSIONS = {canonical: dimension for canonical, dimension, _ in _UNITS}
 _UNIT_DIMENSIONS["×"] = "magnification"
 
+_NUMBER_WORDS = {
+    word: float(value)
+    for value, word in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+        "sixteen seventeen eighteen nineteen twenty".split()
+    )
+} | {"thirty": 30.0, "forty": 40.0, "fifty": 50.0, "sixty": 60.0, "seventy": 70.0, "eighty": 80.0, "ninety": 90.0, "hundred": 100.0}
 _NUMBER = r"\d+(?:,\d{3})*(?:\.\d+)?"
+_SPELLED_NUMBER = "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True))
 _UNIT_ALTERNATIVES = "|".join(re.escape(spelling) for spelling in sorted(_UNIT_OF_SPELLING, key=len, reverse=True))
 # A number with a unit, not the second number of a range such as 560–650 nm.
-_QUANTITY_PATTERN = re.compile(rf"(?<![\w.,\-–])({_NUMBER})\s?({_UNIT_ALTERNATIVES})(?![\w/])")
+_QUANTITY_PATTERN = re.compile(rf"(?<![\w.,\-–])({_NUMBER}|(?i:{_SPELLED_NUMBER}))\s?({_UNIT_ALTERNATIVES})(?![\w/])")
 _MAGNIFICATION_PATTERN = re.compile(rf"(?:[×x]\s?({_NUMBER})(?![\w.])|(?<![\w.,])({_NUMBER})\s?×)")
-# Gene and protein symbols such as RAD51, 53BP1 or ROBO2; single letters plus a digit (S1, G1) and
-# chemical formulas are excluded below.
-_SYMBOL_PATTERN = re.compile(r"(?<![\w-])(?:[A-Z][A-Za-z]{1,6}\d{1,4}[A-Za-z]?|\d{1,3}[A-Z]{2,4}\d?)(?![\w-])")
+# Gene and protein symbols such as RAD51, 53BP1 or ROBO2. Single letters plus a digit (S1, G1),
+# strain numbers with four or more digits (SMR8350) and the chemical formulas below are excluded.
+_SYMBOL_PATTERN = re.compile(r"(?<![\w-])(?:[A-Z][A-Za-z]{1,6}\d{1,3}[A-Za-z]?|\d{1,3}[A-Z]{2,4}\d?)(?![\w-])")
 _NOT_SYMBOLS = frozenset({"CO2", "H2O", "H2O2", "O2", "N2", "H2", "NO2", "SO4", "PO4", "NH4", "Ca2", "Mg2", "Fe2", "Fe3", "Zn2", "MgCl2", "CaCl2"})
 
 # Typical incubation temperatures, used when the corpus has too few other values in °C.
@@ -80,7 +88,10 @@ class KindInfo:
     noun: str
     plural: str
     question: str
+    """A question that fits any answer of the kind; empty when none does (effects keep the stage-1 question)."""
     evidence: str
+    distractor_groups: str = "same"
+    """`same`: distractors of the answer's family first; `different`: only distractors of other families."""
 
 
 @dataclass(frozen=True)
@@ -125,7 +136,9 @@ class Lexicon:
         kinds: dict[str, KindInfo] = {}
         entries: dict[str, list[LexiconEntry]] = {}
         for kind, spec in data["kinds"].items():
-            kinds[kind] = KindInfo(kind, spec["noun"], spec["plural"], spec["question"], spec["evidence"])
+            kinds[kind] = KindInfo(
+                kind, spec["noun"], spec["plural"], spec["question"], spec["evidence"], spec.get("distractor_groups", "same")
+            )
             entries[kind] = [
                 LexiconEntry(kind, index, tuple(canonical_characters(form) for form in entry["forms"]), entry.get("group", ""))
                 for index, entry in enumerate(spec["entries"])
@@ -221,6 +234,9 @@ def _quantity_info(unit: str) -> KindInfo:
 
 
 def parse_number(text: str) -> float:
+    """Return the value of a number written with digits ("8,000") or as a word ("Twenty")."""
+    if text.casefold() in _NUMBER_WORDS:
+        return _NUMBER_WORDS[text.casefold()]
     return float(text.replace(",", ""))
 
 
@@ -282,17 +298,21 @@ class SpanPool:
         self.answers: dict[str, str] = {}
         """Answers of the run's QAs by normalised text, the distractors for answers of no known kind."""
         self.answer_figures: dict[str, set[str]] = defaultdict(set)
+        self.answer_kinds: dict[str, str] = {}
+        """Stage-1 kind of each answer, when stage 1 gives one."""
 
     def add_caption(self, figure_id: str, caption: str) -> None:
         for mention in self.lexicon.find(caption):
             if mention.identity not in self.items[mention.key]:
                 self.items[mention.key][mention.identity] = PoolItem(mention.key, mention.identity, mention.text, mention.group, mention.value)
 
-    def add_answer(self, figure_id: str, answer: str) -> None:
+    def add_answer(self, figure_id: str, answer: str, kind: str = "") -> None:
         key = normalize_option(answer)
         if key:
-            self.answers.setdefault(key, answer.strip())
+            self.answers.setdefault(key, canonical_characters(answer).strip())
             self.answer_figures[key].add(figure_id)
+            if kind:
+                self.answer_kinds.setdefault(key, kind)
 
     @classmethod
     def from_captions(cls, captions: Iterable[tuple[str, str]], lexicon: Lexicon | None = None) -> "SpanPool":
@@ -318,7 +338,8 @@ class SpanPool:
                 for item in self.same_kind(key)
             ],
             "answers": [
-                {"key": key, "text": text, "figures": sorted(self.answer_figures[key])} for key, text in sorted(self.answers.items())
+                {"key": key, "text": text, "kind": self.answer_kinds.get(key, ""), "figures": sorted(self.answer_figures[key])}
+                for key, text in sorted(self.answers.items())
             ],
         }
 
@@ -332,6 +353,8 @@ class SpanPool:
         for row in data["answers"]:
             pool.answers[row["key"]] = row["text"]
             pool.answer_figures[row["key"]] = set(row["figures"])
+            if row.get("kind"):
+                pool.answer_kinds[row["key"]] = row["kind"]
         return pool
 
 
@@ -351,8 +374,8 @@ def format_like(value: float, template_number: str) -> str:
 
 
 def replace_number(answer: str, mention: Mention, value: float) -> str:
-    """Return `answer` with the number of the quantity `mention` replaced by `value`."""
-    number = re.search(_NUMBER, mention.text)
+    """Return `answer` with the number of the quantity `mention` replaced by `value`, in digits."""
+    number = re.search(rf"{_NUMBER}|(?i:{_SPELLED_NUMBER})", mention.text)
     assert number is not None
     new_text = mention.text[: number.start()] + format_like(value, number.group(0)) + mention.text[number.end() :]
     return answer[: mention.start] + new_text + answer[mention.end :]

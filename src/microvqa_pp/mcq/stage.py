@@ -42,6 +42,8 @@ from microvqa_pp.run.stage import ChunkedStage, StageResult, UnitResult, WorkUni
 logger = logging.getLogger(__name__)
 
 _REASON_PREFIX = re.compile(r"^([a-z][a-z_]+): ")
+ANSWER_KIND = "answer_kind"
+"""Column of stages/generate.parquet with stage 1's kind of each answer; read when present."""
 
 
 @dataclass(frozen=True)
@@ -114,9 +116,11 @@ class McqStage(ChunkedStage):
         for batch in pq.ParquetFile(self.run.stage_output("ingest")).iter_batches(columns=["figure_id", "caption"]):
             for row in batch.to_pylist():
                 pool.add_caption(row["figure_id"], row["caption"])
-        for batch in pq.ParquetFile(self.run.stage_output("generate")).iter_batches(columns=["figure_id", "answer"]):
+        generate = pq.ParquetFile(self.run.stage_output("generate"))
+        columns = ["figure_id", "answer"] + ([ANSWER_KIND] if ANSWER_KIND in generate.schema_arrow.names else [])
+        for batch in generate.iter_batches(columns=columns):
             for row in batch.to_pylist():
-                pool.add_answer(row["figure_id"], row["answer"])
+                pool.add_answer(row["figure_id"], row["answer"], row.get(ANSWER_KIND) or "")
         logger.info("mcq: span pool of the corpus: %s", ", ".join(f"{kind} {count}" for kind, count in pool.counts().items()) or "empty")
         atomic_write_text(path, json.dumps(pool.to_json(), ensure_ascii=False))
         return path
@@ -155,8 +159,10 @@ class McqStage(ChunkedStage):
         """Join the unit's kept QAs with their QA records and figures; a missing one becomes a rejection."""
         qa_ids = [item.qa_id for item in kept]
         figure_ids = sorted({item.figure_id for item in kept})
-        qas = {qa.qa_id: qa for qa in _read_where(self.run.stage_output("generate"), "qa_id", qa_ids, QA)}
-        figures = {figure.figure_id: figure for figure in _read_where(self.run.stage_output("ingest"), "figure_id", figure_ids, Figure)}
+        qa_table = _read_where(self.run.stage_output("generate"), "qa_id", qa_ids)
+        qas = {qa.qa_id: qa for qa in from_table(qa_table, QA)}
+        answer_kinds = dict(zip(qa_table.column("qa_id").to_pylist(), qa_table.column(ANSWER_KIND).to_pylist())) if ANSWER_KIND in qa_table.column_names else {}
+        figures = {figure.figure_id: figure for figure in from_table(_read_where(self.run.stage_output("ingest"), "figure_id", figure_ids), Figure)}
         contexts = []
         for item in kept:
             qa = qas.get(item.qa_id)
@@ -168,7 +174,7 @@ class McqStage(ChunkedStage):
                 result.rejections.append(Rejection(self.name, item.qa_id, "missing_figure", f"figure {qa.figure_id} is not in stages/ingest.parquet"))
                 continue
             image_path = self.run.root / figure.image_path if figure.image_path else None
-            contexts.append(QAContext(qa, figure.caption, image_path, item.score, figure.source))
+            contexts.append(QAContext(qa, figure.caption, image_path, item.score, figure.source, answer_kinds.get(qa.qa_id) or ""))
         return contexts
 
     def _load_tools(self) -> "_Tools":
@@ -330,12 +336,11 @@ def _failure(output: AgentResult[Any]) -> tuple[str, str]:
     return output.error or "no_output", detail
 
 
-def _read_where(path: Path, column: str, values: list[str], record_type: type) -> list[Any]:
+def _read_where(path: Path, column: str, values: list[str]) -> pa.Table:
     """Read the rows of a stage output whose `column` is one of `values`."""
     if not values:
-        return []
-    table = pq.read_table(path, filters=[(column, "in", values)])
-    return from_table(table, record_type)
+        return pq.read_table(path).slice(0, 0)
+    return pq.read_table(path, filters=[(column, "in", values)])
 
 
 def _file_sha256(path: Path) -> str:

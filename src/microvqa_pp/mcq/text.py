@@ -7,7 +7,8 @@ import unicodedata
 
 _NON_WORD = re.compile(r"[^\w%]+")
 _WORD = re.compile(r"[\w%]+")
-_PREFIX = re.compile(r"^\s*(?:\(?[1-9][0-9]?[).:]|\(?[A-Ja-j][).:])\s+")
+_LABEL = re.compile(r"^\s*\(?([1-9][0-9]?|[A-Ja-j])[).:]\s+")
+_PAREN_LABEL = re.compile(r"^\s*(?:\(?[1-9][0-9]?\)|\([A-Ja-j]\))\s+")
 
 STOPWORDS = frozenset(
     """a an and are as at be by can could did do does for from has have how in into is it its of on
@@ -80,16 +81,37 @@ def longest_shared_run(first: str, second: str) -> int:
     return best
 
 
+def strip_option_labels(options: list[str]) -> list[str]:
+    """Remove option labels that a model added: `(1) `, `2) ` or `(B) ` always, and `A. `, `b: `
+    or `1. ` only when every option carries them in sequence, so "E. coli" keeps its "E. "."""
+    matches = [_LABEL.match(option) for option in options]
+    labels = [match.group(1) if match else None for match in matches]
+    if all(labels) and _in_sequence(labels):  # type: ignore[arg-type]
+        return [option[match.end() :].strip() for option, match in zip(options, matches)]  # type: ignore[union-attr]
+    return [strip_option_prefix(option) for option in options]
+
+
 def strip_option_prefix(text: str) -> str:
-    """Remove a leading option label such as `1) `, `(2) `, `B. ` or `c: `."""
-    return _PREFIX.sub("", text, count=1).strip()
+    """Remove a label that cannot be part of an answer: `(1) `, `2) ` or `(B) `."""
+    return _PAREN_LABEL.sub("", text, count=1).strip()
 
 
-def sentence_case(text: str) -> str:
-    """Capitalise the first letter unless the first word is an acronym or starts lower-case by design (mCherry)."""
-    if not text:
-        return text
-    first_word = text.split()[0]
-    if any(character.isupper() for character in first_word[1:]) or any(character.isdigit() for character in first_word):
-        return text
-    return text[0].upper() + text[1:]
+def resolve_correct_answer(correct: str, raw_options: list[str], options: list[str]) -> str:
+    """Return the option text that a reply's `correct_answer` names: the option itself, its
+    labelled form, or a bare label such as `B` or `(2)`."""
+    correct = correct.strip()
+    if correct in raw_options:
+        return options[raw_options.index(correct)]
+    bare = re.fullmatch(r"\(?([1-9]|[A-Ja-j])\)?[.:]?", correct)
+    if bare:
+        label = bare.group(1)
+        index = int(label) - 1 if label.isdigit() else ord(label.upper()) - ord("A")
+        if 0 <= index < len(options):
+            return options[index]
+    return strip_option_prefix(correct)
+
+
+def _in_sequence(labels: list[str]) -> bool:
+    if all(label.isdigit() for label in labels):
+        return [int(label) for label in labels] == list(range(1, len(labels) + 1))
+    return [label.upper() for label in labels] == [chr(ord("A") + index) for index in range(len(labels))]

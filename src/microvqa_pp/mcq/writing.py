@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from microvqa_pp.agents.base import AgentTask, Message, ReplyError, repair_messages
 from microvqa_pp.agents.prompts import load_prompt
 from microvqa_pp.mcq.offline import OfflineWriter, QAContext
-from microvqa_pp.mcq.text import strip_option_prefix
+from microvqa_pp.mcq.text import resolve_correct_answer, strip_option_labels
 from microvqa_pp.mcq.validation import McqDraft
 
 
@@ -65,10 +65,11 @@ class McqWriteTask(AgentTask[WriteItem, McqDraft]):
 
     def parse(self, text: str, item: WriteItem) -> McqDraft:
         reply: McqReply = super().parse(text, item)  # type: ignore[assignment]
+        options = strip_option_labels(reply.options)
         return McqDraft(
             question=reply.question.strip(),
-            options=[strip_option_prefix(option) for option in reply.options],
-            correct_answer=strip_option_prefix(reply.correct_answer),
+            options=options,
+            correct_answer=resolve_correct_answer(reply.correct_answer, reply.options, options),
             rationale=reply.rationale.strip(),
         )
 
