@@ -15,7 +15,7 @@ loop. Per request:
 - 401, 403 and 404 raise `BackendError`, because every other request would fail the same way.
 
 The API key is read from the environment variable named by `api_key_env` and only ever placed in
-the `Authorization` header; it is not logged, stored in the cache or written to the manifest.
+the `Authorization` header. It is not logged, stored in the cache or written to the manifest.
 """
 
 from __future__ import annotations
@@ -212,9 +212,9 @@ class OpenAIBackend(ChatBackend):
         # A session made before a fork belongs to the parent's event loop and cannot be used here.
         if self._client is not None and self._client_pid == os.getpid():
             return
-        # aiohttp rather than httpx: at 32 requests in flight, httpx 0.29 with httpcore 1.0.9 spent
-        # about 1.8 ms of CPU per request in its connection pool, aiohttp about 0.3 ms, and the
-        # difference decides whether a 2-core machine keeps up (benchmarks/agent_client.py).
+        # aiohttp rather than httpx: at 32 requests in flight, httpx 0.29 (httpcore 1.0.9) used
+        # about 1.8 ms of CPU per request, mostly in its connection pool, and aiohttp about 0.3 ms.
+        # On 2 cores that decides whether the client keeps up (see benchmarks/README.md).
         import aiohttp
 
         connector = aiohttp.TCPConnector(limit=self.concurrency)
@@ -412,7 +412,7 @@ def _error_text(text: str) -> str:
 
 
 def _retry_after(headers: Any) -> float | None:
-    """Return the wait in seconds that `Retry-After` or `retry-after-ms` asks for, if any."""
+    """Return the wait in seconds that `Retry-After` or `retry-after-ms` requests, if any."""
     milliseconds = headers.get("retry-after-ms")
     if milliseconds:
         try:
