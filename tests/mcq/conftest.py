@@ -23,7 +23,8 @@ from microvqa_pp.run.rundir import RunDir
 from microvqa_pp.run.stage import StageResult, read_records, run_stage, write_parquet
 from microvqa_pp.sources import locate_sources
 
-# (figure id, answer span as it appears in the caption, question, task)
+# (figure id, answer span as it appears in the caption, question, task); stage 1's answer kind is
+# left `other`, so the stage classifies every answer itself.
 QUESTIONS: list[tuple[str, str, str, int]] = [
     ("filelist_commercial_batch_10_13-PMC3310724-1-1741-7015-10-24-6", "α-bungarotoxin (BTX)", "Which stain labels the endplates in panel A?", 1),
     ("filelist_commercial_batch_10_13-PMC3310724-1-1741-7015-10-24-6", "25 μm", "What length does the scale bar of the tibialis anterior images represent?", 1),
@@ -86,9 +87,12 @@ def captions(ingested_run) -> dict[str, str]:
 
 
 def make_qas(captions: dict[str, str], questions=QUESTIONS) -> list[QA]:
-    """Build QA records whose answers are real caption spans with their offsets."""
+    """Build QA records whose answers are real caption spans with their offsets.
+
+    A question may carry a fifth item, stage 1's `answer_kind`; it is `other` otherwise.
+    """
     qas = []
-    for number, (figure_id, span, question, task) in enumerate(questions):
+    for number, (figure_id, span, question, task, *kind) in enumerate(questions):
         caption = captions[figure_id]
         start = caption.index(span)
         qas.append(
@@ -106,6 +110,7 @@ def make_qas(captions: dict[str, str], questions=QUESTIONS) -> list[QA]:
                 generator="test-fixture",
                 template_generated=True,
                 prompt_version="fixture",
+                answer_kind=kind[0] if kind else "other",
             )
         )
     return qas

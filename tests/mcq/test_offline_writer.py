@@ -104,9 +104,9 @@ def test_too_few_distractors(writer, contexts):
         strict.write(unknown)
 
 
-def with_answer(context: QAContext, answer: str, answer_kind: str = "", support: str = "") -> QAContext:
-    qa = replace(context.qa, answer=answer, answer_span=answer, support_sentence=support or context.qa.support_sentence)
-    return replace(context, qa=qa, answer_kind=answer_kind)
+def with_answer(context: QAContext, answer: str, answer_kind: str = "other", support: str = "") -> QAContext:
+    qa = replace(context.qa, answer=answer, answer_span=answer, support_sentence=support or context.qa.support_sentence, answer_kind=answer_kind)
+    return replace(context, qa=qa)
 
 
 def test_stage1_kind_names_lexicon_kind(writer, contexts, captions):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -182,16 +181,13 @@ def test_cli_runs_stage(make_mcq_run, small_questions):
     assert len(read_records(mcq_run.run.stage_output("mcq"), MCQ)) == len(small_questions)
 
 
-def test_stage1_answer_kinds_read_when_present(make_mcq_run, run_mcq, small_questions):
-    # Stage 1 may add an `answer_kind` column; the stage uses it for answers the lexicon cannot classify.
-    questions = small_questions + [
-        ("filelist_commercial_batch_10_13-PMC3310724-1-1741-7015-10-24-6", "increases", "Based on this figure, how does fasudil affect endplate area?", 2),
-    ]
+def test_stage1_answer_kinds_used(make_mcq_run, run_mcq, small_questions):
+    kinds = ["stain", "concentration", "stain", "organism", "stain", "organism"]
+    questions = [question + (kind,) for question, kind in zip(small_questions, kinds)]
+    questions.append(
+        ("filelist_commercial_batch_10_13-PMC3310724-1-1741-7015-10-24-6", "increases", "Based on this figure, how does fasudil affect endplate area?", 2, "outcome")
+    )
     mcq_run = make_mcq_run(questions)
-    path = mcq_run.run.stage_output("generate")
-    table = pq.read_table(path)
-    kinds = ["stain", "concentration", "stain", "organism", "stain", "organism", "outcome"]
-    pq.write_table(table.append_column("answer_kind", pa.array(kinds, pa.string())), path)
 
     outcome = run_mcq(mcq_run)
     by_answer = {record.correct_answer: record for record in outcome.records}
@@ -201,4 +197,4 @@ def test_stage1_answer_kinds_read_when_present(make_mcq_run, run_mcq, small_ques
     assert not set(effect.choices) & {"promotes", "induces", "enhances", "stimulates"}
     [pool_file] = mcq_run.run.cache_dir.glob("mcq-span-pool-*.json")
     pool = json.loads(pool_file.read_text())
-    assert {row["kind"] for row in pool["answers"]} == set(kinds)
+    assert {row["kind"] for row in pool["answers"]} == set(kinds) | {"outcome"}

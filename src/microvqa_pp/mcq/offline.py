@@ -83,12 +83,15 @@ class QAContext:
     image_path: Path | None
     consistency_score: float
     source: str = ""
-    answer_kind: str = ""
-    """The kind stage 1 gave the answer (`QA.answer_kind`), or empty when stage 1 gives none."""
 
     @property
     def qa_id(self) -> str:
         return self.qa.qa_id
+
+    @property
+    def answer_kind(self) -> str:
+        """The kind stage 1 gave the answer (`QA.answer_kind`), or empty for `other`."""
+        return "" if self.qa.answer_kind == OTHER else self.qa.answer_kind
 
     @property
     def answer(self) -> str:
@@ -250,7 +253,7 @@ class OfflineWriter:
         """Return answers of other figures' QAs: those of the same stage-1 kind when stage 1 named
         one, else those of no kind the lexicon knows."""
         figure_id = context.qa.figure_id
-        stage1_kind = context.answer_kind if context.answer_kind not in ("", OTHER) else ""
+        stage1_kind = context.answer_kind
         result = []
         for key, text in sorted(self.pool.answers.items()):
             if figure_id in self.pool.answer_figures[key] or contains_phrase(context.caption, text):

@@ -42,8 +42,6 @@ from microvqa_pp.run.stage import ChunkedStage, StageResult, UnitResult, WorkUni
 logger = logging.getLogger(__name__)
 
 _REASON_PREFIX = re.compile(r"^([a-z][a-z_]+): ")
-ANSWER_KIND = "answer_kind"
-"""Column of stages/generate.parquet with stage 1's kind of each answer; read when present."""
 
 
 @dataclass(frozen=True)
@@ -116,11 +114,9 @@ class McqStage(ChunkedStage):
         for batch in pq.ParquetFile(self.run.stage_output("ingest")).iter_batches(columns=["figure_id", "caption"]):
             for row in batch.to_pylist():
                 pool.add_caption(row["figure_id"], row["caption"])
-        generate = pq.ParquetFile(self.run.stage_output("generate"))
-        columns = ["figure_id", "answer"] + ([ANSWER_KIND] if ANSWER_KIND in generate.schema_arrow.names else [])
-        for batch in generate.iter_batches(columns=columns):
+        for batch in pq.ParquetFile(self.run.stage_output("generate")).iter_batches(columns=["figure_id", "answer", "answer_kind"]):
             for row in batch.to_pylist():
-                pool.add_answer(row["figure_id"], row["answer"], row.get(ANSWER_KIND) or "")
+                pool.add_answer(row["figure_id"], row["answer"], "" if row["answer_kind"] == OTHER else row["answer_kind"])
         logger.info("mcq: span pool of the corpus: %s", ", ".join(f"{kind} {count}" for kind, count in pool.counts().items()) or "empty")
         atomic_write_text(path, json.dumps(pool.to_json(), ensure_ascii=False))
         return path
@@ -159,9 +155,7 @@ class McqStage(ChunkedStage):
         """Join the unit's kept QAs with their QA records and figures; a missing one becomes a rejection."""
         qa_ids = [item.qa_id for item in kept]
         figure_ids = sorted({item.figure_id for item in kept})
-        qa_table = _read_where(self.run.stage_output("generate"), "qa_id", qa_ids)
-        qas = {qa.qa_id: qa for qa in from_table(qa_table, QA)}
-        answer_kinds = dict(zip(qa_table.column("qa_id").to_pylist(), qa_table.column(ANSWER_KIND).to_pylist())) if ANSWER_KIND in qa_table.column_names else {}
+        qas = {qa.qa_id: qa for qa in from_table(_read_where(self.run.stage_output("generate"), "qa_id", qa_ids), QA)}
         figures = {figure.figure_id: figure for figure in from_table(_read_where(self.run.stage_output("ingest"), "figure_id", figure_ids), Figure)}
         contexts = []
         for item in kept:
@@ -174,7 +168,7 @@ class McqStage(ChunkedStage):
                 result.rejections.append(Rejection(self.name, item.qa_id, "missing_figure", f"figure {qa.figure_id} is not in stages/ingest.parquet"))
                 continue
             image_path = self.run.root / figure.image_path if figure.image_path else None
-            contexts.append(QAContext(qa, figure.caption, image_path, item.score, figure.source, answer_kinds.get(qa.qa_id) or ""))
+            contexts.append(QAContext(qa, figure.caption, image_path, item.score, figure.source))
         return contexts
 
     def _load_tools(self) -> "_Tools":
