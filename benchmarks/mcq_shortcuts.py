@@ -1,8 +1,8 @@
 """How often text-only shortcut cues answer real multiple-choice questions, against chance.
 
-The offline no-image check answers each MCQ with three cues that need no image (the option
-sharing most words with the stem, the longest option, the option closest to the stem under
-MiniLM) and flags a question when the correct option gets more than half of the answers. This
+The offline no-image check answers each MCQ with three cues that need no image: the option
+sharing most words with the stem, the longest option, and the option closest to the stem under
+MiniLM. It flags a question when the correct option gets more than half of the answers. This
 script measures those cues on released data bundled under tests/data: the 51 MicroVQA-format
 questions of the MicroVQA repository's RefineBot demo and the 15 MicroVQA++ demo questions
 (written by an LLM from captions), and how many questions the length rule of the validation

@@ -118,7 +118,7 @@ class McqConfig(Section):
     max_caption_copy_words: int = Field(default=12, ge=3)
     """A stem that shares this many consecutive words with the caption is rejected as a copy."""
     write_attempts: int = Field(default=2, ge=1)
-    """Requests per QA while replies fail validation; each retry says what was wrong (LLM agents only)."""
+    """Requests per QA while replies fail validation; each retry states what was wrong (LLM agents only)."""
     no_image_samples: int = Field(default=3, ge=1)
     """Text-only answers per question in each round of the no-image check."""
     no_image_max_accuracy: float = Field(default=0.5, ge=0, le=1)
@@ -126,7 +126,7 @@ class McqConfig(Section):
     rewrite_rounds: int = Field(default=2, ge=0)
     """Rewrites of a flagged question before it is marked `failed`."""
     blooms: Literal["agent", "classifier"] = "agent"
-    """Who assigns Bloom's levels: the agent (the offline agent uses the classifier) or always the classifier."""
+    """Source of Bloom's levels: the agent (the offline agent uses the classifier), or always the classifier."""
     text_model: str | None = models.TEXT_EMBEDDER
     """Sentence embedder for the Bloom's classifier and the offline no-image check; None uses TF-IDF
     features and word cues only."""

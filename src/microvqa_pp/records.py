@@ -264,6 +264,6 @@ class MCQ:
     generator: str
     prompt_version: str
     span_kind: str = ""
-    """Kind of the correct answer (`stain`, `organism`, `quantity:μM`, ... or `other`); empty from an LLM agent."""
+    """Kind of the correct answer by the MCQ span lexicon or stage 1 (`stain`, `organism`, `quantity:μM`, ... or `other`)."""
     distractor_source: str = ""
-    """Where the distractors came from: `agent`, or offline `corpus`, `lexicon`, `scaled`, `other-answers` joined by `+`."""
+    """Origin of the distractors: `agent`, or offline `corpus`, `lexicon`, `scaled`, `other-answers` joined by `+`."""

@@ -23,7 +23,7 @@ from microvqa_pp.run.rundir import RunDir
 from microvqa_pp.run.stage import StageResult, read_records, run_stage, write_parquet
 from microvqa_pp.sources import locate_sources
 
-# (figure id, answer span as it appears in the caption, question, task); stage 1's answer kind is
+# (figure id, answer span as it appears in the caption, question, task). Stage 1's answer kind is
 # left `other`, so the stage classifies every answer itself.
 QUESTIONS: list[tuple[str, str, str, int]] = [
     ("filelist_commercial_batch_10_13-PMC3310724-1-1741-7015-10-24-6", "α-bungarotoxin (BTX)", "Which stain labels the endplates in panel A?", 1),

@@ -294,3 +294,12 @@ class _NeverMatches(set):
 
     def __contains__(self, item) -> bool:
         return False
+
+
+def test_invalid_agent_settings_fail_at_build(make_mcq_run, small_questions):
+    from microvqa_pp.errors import ConfigError
+
+    mcq_run = make_mcq_run(small_questions)
+    config = load_config("offline", {"agent": {"backend": "openai", "model": ""}})
+    with pytest.raises(ConfigError):
+        McqStage(mcq_run.run, config)

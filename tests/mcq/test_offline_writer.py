@@ -110,7 +110,7 @@ def with_answer(context: QAContext, answer: str, answer_kind: str = "other", sup
 
 
 def test_stage1_kind_names_lexicon_kind(writer, contexts, captions):
-    # The caption's own misspelling is no lexicon form, so only stage 1's kind says it is a technique.
+    # The caption's own misspelling is no lexicon form, so only stage 1's kind marks it as a technique.
     caption_id = "filelist_noncommercial_batch_73_4-PMC6877440-1-jptm-2019-08-05f1"
     context = replace(contexts["cellular crescents"], caption=captions[caption_id])
     typo = with_answer(context, "Imunofluorescence", "modality", support="Imunofluorescence shows linear deposition of IgG.")

@@ -86,7 +86,7 @@ def test_caption_copy_threshold():
     assert validate_draft(ten_words, ValidationSettings(max_caption_copy_words=10), CAPTION).reason == "stem_copies_caption"
 
 
-def test_answer_words_inside_other_words_are_allowed():
+def test_answer_inside_longer_word_allowed():
     # "red" is the answer; "labelled" and "reddish" are not the word "red".
     colour = draft(
         question="Which colour shows the reddish labelled cells?",

@@ -37,8 +37,8 @@ from microvqa_pp.mcq.text import canonical_characters, contains_phrase, content_
 from microvqa_pp.mcq.validation import McqDraft, ValidationSettings, correct_option_too_long
 from microvqa_pp.records import QA
 
-# Image-type phrases for the stem, most specific first; a phrase is skipped when it shares a
-# content word with an option (a "confocal micrograph" stem would give away "confocal microscopy").
+# Image-type phrases for the stem, most specific first. A phrase is skipped when it shares a
+# content word with an option, because a "confocal micrograph" stem gives away "confocal microscopy".
 _IMAGE_TYPES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern, re.IGNORECASE), phrase)
     for pattern, phrase in (
@@ -98,7 +98,7 @@ class QAContext:
         return canonical_characters(self.qa.answer or self.qa.answer_span).strip()
 
     def support_sentence(self) -> str:
-        """Return the stage-1 supporting sentence, else the caption sentence that holds the answer span."""
+        """Return the stage-1 supporting sentence, else the caption sentence that contains the answer span."""
         if self.qa.support_sentence.strip():
             return self.qa.support_sentence.strip()
         start = 0
@@ -178,7 +178,7 @@ class OfflineWriter:
     def assemble(self, context: QAContext, kind: AnswerKind, distractors: list[Candidate], *, generic_question: bool) -> McqDraft:
         """Build the stem and the rationale around a chosen set of distractors.
 
-        With `generic_question` the stem asks the kind's generic question; kinds without one
+        With `generic_question` the stem uses the kind's generic question. Kinds without one
         (answers of no known kind, effects) keep the stage-1 question.
         """
         answer = self.display_answer(context, kind)
@@ -231,21 +231,21 @@ class OfflineWriter:
     def _quantities(self, context: QAContext, answer: str, mention: Mention) -> list[Candidate]:
         assert mention.value is not None
         caption_values = {found.value for found in self.lexicon.find(context.caption) if found.key == mention.key}
-        taken = caption_values | {mention.value}
+        used_values = caption_values | {mention.value}
         result: list[Candidate] = []
         for item in self.pool.same_kind(mention.key):
             value = item.value
-            if value is None or value <= 0 or any(math.isclose(value, other) for other in taken if other is not None):
+            if value is None or value <= 0 or any(math.isclose(value, other) for other in used_values if other is not None):
                 continue
             # A value more than a hundredfold away is an implausible alternative for the same setting.
             if mention.value > 0 and abs(math.log10(value / mention.value)) > 2:
                 continue
-            taken.add(value)
+            used_values.add(value)
             result.append(Candidate(replace_number(answer, mention, value), "corpus"))
         for value in fallback_values(mention.key, mention.value):
-            if any(math.isclose(value, other) for other in taken if other is not None):
+            if any(math.isclose(value, other) for other in used_values if other is not None):
                 continue
-            taken.add(value)
+            used_values.add(value)
             result.append(Candidate(replace_number(answer, mention, value), "scaled"))
         return _drop_overlapping(result, answer, containment=False)
 
@@ -386,21 +386,27 @@ def _drop_overlapping(candidates: list[Candidate], answer: str, *, containment: 
     string as them ("Ku" and "Ku80", "Imunofluorescence" and "immunofluorescence"), which may name
     the same thing. Quantities compare by equality only, because "5 μm" is inside "25 μm".
     """
-    kept: list[Candidate] = []
+    unique: list[Candidate] = []
     keys = [normalize_option(answer)]
     for candidate in candidates:
         key = normalize_option(candidate.text)
         if not key or any(key == other or (containment and _overlaps(key, other)) for other in keys):
             continue
         keys.append(key)
-        kept.append(candidate)
-    return kept
+        unique.append(candidate)
+    return unique
 
 
 def _overlaps(first: str, second: str) -> bool:
     if first in second or second in first:
         return True
-    return SequenceMatcher(None, first, second).ratio() >= NEAR_DUPLICATE_RATIO
+    matcher = SequenceMatcher(None, first, second)
+    # The quick upper bounds rule out most pairs before the full comparison.
+    return (
+        matcher.real_quick_ratio() >= NEAR_DUPLICATE_RATIO
+        and matcher.quick_ratio() >= NEAR_DUPLICATE_RATIO
+        and matcher.ratio() >= NEAR_DUPLICATE_RATIO
+    )
 
 
 def _combine_sources(sources: Iterable[str]) -> str:

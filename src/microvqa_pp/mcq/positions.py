@@ -1,11 +1,12 @@
 """Balanced, seeded placement of the correct option.
 
-Independent uniform draws leave the correct position unbalanced by chance (with 4 options and 300
-questions, one position typically gets 10 % more than another), and a model can learn that bias.
+Independent uniform draws leave the correct position unbalanced by chance, and a model can learn
+that bias: with 4 options and 300 questions, the most frequent position has a median of about
+25 % more questions than the least frequent one (a simulation of 20,000 data sets).
 Instead the data set is cut into consecutive blocks of `num_options` questions, and each block
-gets its own seeded permutation of the positions: every position is correct exactly once per
-block, so the counts over the data set differ by at most one, and no position is predictable
-from the previous ones.
+gets its own seeded permutation of the positions. Every position is correct exactly once per
+block, so the counts over the data set differ by at most one. Within a block the order is
+random, so the first question of a block does not predict the others' positions.
 """
 
 from __future__ import annotations

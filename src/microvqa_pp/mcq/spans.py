@@ -82,7 +82,7 @@ _SCALE_FACTORS = (0.5, 2.0, 5.0, 0.2, 10.0, 0.1)
 
 @dataclass(frozen=True)
 class KindInfo:
-    """How questions and rationales talk about one kind: its noun and a generic question."""
+    """Wording for one kind in questions and rationales: its noun, a generic question, the visual evidence."""
 
     kind: str
     noun: str
@@ -108,8 +108,8 @@ class LexiconEntry:
 class Mention:
     """One occurrence of a kind in a text: the kind key, the identity within the kind, the surface text.
 
-    `key` is a lexicon kind, `marker`, or `quantity:UNIT`; `identity` is the lexicon entry index,
-    the normalised symbol, or the numeric value; `value` is set for quantities.
+    `key` is a lexicon kind, `marker`, or `quantity:UNIT`. `identity` is the lexicon entry index,
+    the normalised symbol, or the numeric value. `value` is set for quantities only.
     """
 
     key: str
@@ -176,7 +176,7 @@ class Lexicon:
         return None
 
     def info(self, key: str) -> KindInfo:
-        """Return how to talk about the kind `key` (quantities by their dimension)."""
+        """Return the wording for the kind `key` (for quantities, by their dimension)."""
         if key in self.kinds:
             return self.kinds[key]
         if key.startswith(QUANTITY):
@@ -347,7 +347,10 @@ class SpanPool:
     def from_json(cls, data: dict[str, Any], lexicon: Lexicon | None = None) -> "SpanPool":
         pool = cls(lexicon)
         if data.get("lexicon_version") != pool.lexicon.version:
-            raise ValueError(f"span pool built with lexicon version {data.get('lexicon_version')}, this is version {pool.lexicon.version}")
+            raise ValueError(
+                f"span pool was built with lexicon version {data.get('lexicon_version')}, expected "
+                f"{pool.lexicon.version}; build it again from the captions"
+            )
         for row in data["items"]:
             pool.items[row["key"]][row["identity"]] = PoolItem(row["key"], row["identity"], row["text"], row["group"], row["value"])
         for row in data["answers"]:

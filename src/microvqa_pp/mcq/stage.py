@@ -2,8 +2,8 @@
 
 Per work unit of kept QAs:
 
-1. the agent writes the stem, options, correct answer and rationale (`mcq_write`); each draft is
-   validated, and a failed draft is requested again with the reason (LLM agents) or rejected;
+1. the agent writes the stem, options, correct answer and rationale (`mcq_write`). Each draft is
+   validated. A draft that fails is requested again with the reason (LLM agents) or rejected;
 2. the no-image check answers each question without its image and rewrites the flagged ones;
 3. the agent (or the offline classifier) assigns the Bloom's level.
 
@@ -68,6 +68,8 @@ class McqStage(ChunkedStage):
         self.no_image = NoImageSettings(settings.no_image_samples, settings.no_image_max_accuracy, settings.rewrite_rounds, config.seed)
         self.position_counts: Counter[int] = Counter()
         self._tools: _Tools | None = None
+        # Building the agent checks its settings now rather than inside a worker; each unit builds its own.
+        make_agent(config.agent, None, config.seed).close()
 
     def __getstate__(self) -> dict[str, Any]:
         # Workers load their own models and pool; only settings travel.

@@ -57,7 +57,7 @@ class McqDraft:
     rationale: str
     span_kind: str = ""
     distractor_source: str = "agent"
-    """Where the distractors came from: `agent`, or offline `corpus`, `lexicon`, `scaled`, `other-answers`."""
+    """Origin of the distractors: `agent`, or offline `corpus`, `lexicon`, `scaled`, `other-answers`."""
     notes: list[str] = field(default_factory=list)
 
     def correct_position(self) -> int:
