@@ -2,7 +2,7 @@
 
 Ingests the 35 bundled figures, writes QAs with the offline `generate` stage and keeps all of
 them in place of the filter. Then it runs the `mcq` stage offline twice. The first run loads
-MiniLM and trains the Bloom's classifier; the second, with `--force` in the same process, shows
+MiniLM and trains the Bloom's classifier. The second, with `--force` in the same process, shows
 the cost per question without that one-off loading.
 
     PYTHONPATH=src HF_HUB_OFFLINE=1 python benchmarks/mcq_offline.py [--out FOLDER]

@@ -334,6 +334,9 @@ def _failure(output: AgentResult[Any]) -> tuple[str, str]:
 
 def _read_where(path: Path, column: str, values: list[str]) -> pa.Table:
     """Read the rows of a stage output whose `column` is one of `values`."""
+    # NOTE: each unit filters the whole file. pyarrow skips row groups whose min/max exclude the
+    # values, which works when the filter keeps QAs in stage-1 order; in any other order large runs
+    # pay one scan per unit.
     if not values:
         return pq.read_table(path).slice(0, 0)
     return pq.read_table(path, filters=[(column, "in", values)])
