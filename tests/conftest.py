@@ -210,3 +210,26 @@ def http_server(tmp_path):
     yield server
     httpd.shutdown()
     httpd.server_close()
+
+
+def distinct_copy_of(samples: list[Sample], copy: int) -> list[Sample]:
+    """A copy of samples with new keys and image bytes that de-duplication sees as new figures.
+
+    Bytes after a PNG's end are ignored by decoders, so the copy decodes to the same pixels (a
+    near-duplicate) but has another SHA-256; the json's `image_hash` changes to match.
+    """
+    import hashlib
+
+    copied = []
+    for key, members in samples:
+        image = members["jpg"] + f"copy {copy}".encode()
+        metadata = json.loads(members["json"])
+        metadata["image_hash"] = hashlib.sha256(image).hexdigest()
+        copied.append((f"c{copy:04d}-{key}", {"jpg": image, "txt": members["txt"], "json": json.dumps(metadata).encode()}))
+    return copied
+
+
+@pytest.fixture(scope="session")
+def distinct_copy():
+    """The function `distinct_copy(samples, copy) -> samples` (see distinct_copy_of)."""
+    return distinct_copy_of

@@ -51,6 +51,8 @@ IMAGE_SIGNATURES = (
     b"MM\x00*",  # TIFF, big-endian
     b"BM",
 )
+HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+"""16-bit and 32-bit grayscale modes, common in microscopy TIFFs."""
 FORMAT_EXTENSIONS = {"jpeg": "jpg", "mpo": "jpg", "tiff": "tif"}
 
 
@@ -166,6 +168,8 @@ def perceptual_hash(image: Image.Image) -> str:
     small = image
     if small.mode in ("1", "P", "PA"):
         small = small.convert("RGBA" if "transparency" in small.info or small.mode == "PA" else "L")
+    elif small.mode in HIGH_DEPTH_MODES:
+        small = _grayscale(small)  # Pillow resizes these modes with nearest-neighbour only
     small = small.resize((HASH_REDUCE_SIDE, HASH_REDUCE_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
     gray = _grayscale(small).resize((HASH_SIDE, HASH_SIDE), Image.Resampling.LANCZOS)
     pixels = np.asarray(gray, dtype=np.float64)
@@ -176,7 +180,7 @@ def perceptual_hash(image: Image.Image) -> str:
 
 def _grayscale(image: Image.Image) -> Image.Image:
     """Convert to 8-bit grayscale; 16-bit and float images are scaled from their own range."""
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+    if image.mode in HIGH_DEPTH_MODES:
         values = np.asarray(image, dtype=np.float64)
         low, high = float(values.min()), float(values.max())
         scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)

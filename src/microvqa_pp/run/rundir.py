@@ -18,6 +18,7 @@ Only the main process writes the manifest; workers write their own part files.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -79,11 +80,12 @@ def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
         raise
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str, *, fsync: bool = True) -> None:
     """Write text atomically (see atomic_write_bytes)."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
 
 
+@functools.cache
 def package_versions() -> dict[str, str]:
     """Return the installed versions of the packages that change a run's results."""
     versions = {"python": platform.python_version()}
@@ -162,7 +164,7 @@ class RunDir:
                     "created_at": _now(),
                     "config": None,
                     "sources": [],
-                    "packages": package_versions(),
+                    "packages": dict(package_versions()),
                     "stages": {},
                     "notes": {},
                     "usage": {},

@@ -420,7 +420,7 @@ def run_stage(stage: Stage, executor: Executor | None = None, *, force: bool = F
         logger.info("%s: settings or inputs changed, discarding earlier partial work", stage.name)
         shutil.rmtree(parts_dir)
     parts_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(fingerprint_file, fingerprint)
+    atomic_write_text(fingerprint_file, fingerprint, fsync=False)  # if lost, the parts are only redone
     for stale in stage.output_path.parent.glob(f".{stage.output_path.name}.*.tmp"):
         stale.unlink(missing_ok=True)
 
