@@ -113,6 +113,7 @@ def _open(out: str, sources_spec: tuple[str, ...] | None, options: dict[str, Any
     if sources_spec:
         sources = locate_sources(list(sources_spec), options.get("source_kind") or "auto")
     RunDir(out).acquire_lock()
+    click.get_current_context().call_on_close(RunDir(out).release_lock)
     run, config = open_run(out, create=sources is not None, sources=sources, layers=config_layers(options))
     log_to_file(run.logs_dir / "run.log")
     logger.info("microvqa-pp %s: %s", __version__, " ".join(sys.argv[1:]))

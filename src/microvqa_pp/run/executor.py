@@ -18,6 +18,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, wait
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from microvqa_pp.deps import require
+from microvqa_pp.run.rundir import forget_inherited_locks
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -67,7 +68,7 @@ class LocalExecutor(Executor):
             return
 
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers)
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, initializer=forget_inherited_locks)
         window: deque[Future[R]] = deque()
         try:
             for item in items:

@@ -290,6 +290,14 @@ class RunDir:
         return False
 
 
+def forget_inherited_locks() -> None:
+    """Close the lock descriptors a forked worker inherited, so the lock lives only as long as
+    the process that took it (a worker left over from a killed command does not keep it)."""
+    for descriptor in _HELD_LOCKS.values():
+        os.close(descriptor)
+    _HELD_LOCKS.clear()
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 

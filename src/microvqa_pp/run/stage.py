@@ -271,19 +271,25 @@ class _Merge:
         self.bar.update(sum(self._step(unit) for unit in units if unit.unit_id in done))
         self._outcomes: Iterator[_UnitOutcome] | None = None
         self._units_by_id = {unit.unit_id: unit for unit in units}
+        self._items_reported = 0
+
+    def _report_items(self, count: int) -> None:
+        self._items_reported += count
+        self.bar.update(count)
 
     def _step(self, unit: WorkUnit) -> int:
         return (unit.size or 0) if self.item_progress else 1
 
     def tables(self) -> Iterator[pa.Table]:
         todo = [unit for unit in self.units if unit.unit_id not in self.done]
-        runner = _UnitRunner(self.stage, self.bar.update if self.reports_items else _ignore_progress)
+        runner = _UnitRunner(self.stage, self._report_items if self.reports_items else _ignore_progress)
         self._outcomes = self.executor.imap(runner, todo)
         for unit in self.units:
             if unit.unit_id not in self.done:
                 outcome = next(self._outcomes)
-                if not self.reports_items:
-                    self.bar.update(self._step(unit))
+                # Move the bar past the unit's items that its `process` did not report.
+                self.bar.update(max(0, self._step(unit) - self._items_reported))
+                self._items_reported = 0
                 if outcome.error:
                     self._record_failure(outcome)
                     # Later units cannot be merged past a gap, but finishing them saves their work.
@@ -309,8 +315,8 @@ class _Merge:
     def _drain(self) -> None:
         assert self._outcomes is not None
         for outcome in self._outcomes:
-            if not self.reports_items:
-                self.bar.update(self._step(self._units_by_id[outcome.unit_id]))
+            self.bar.update(max(0, self._step(self._units_by_id[outcome.unit_id]) - self._items_reported))
+            self._items_reported = 0
             if outcome.error:
                 self._record_failure(outcome)
 
