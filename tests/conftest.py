@@ -213,7 +213,7 @@ def http_server(tmp_path):
 
 
 def distinct_copy_of(samples: list[Sample], copy: int) -> list[Sample]:
-    """A copy of samples with new keys and image bytes that de-duplication sees as new figures.
+    """A copy of samples with new keys and image bytes, which de-duplication treats as new figures.
 
     Bytes after a PNG's end are ignored by decoders, so the copy decodes to the same pixels (a
     near-duplicate) but has another SHA-256; the json's `image_hash` changes to match.

@@ -270,3 +270,17 @@ def test_ray_executor_gives_same_output(tmp_path, sample_members, write_shard, d
     expected = pq.read_table(tmp_path / "local" / "stages" / "ingest.parquet").to_pylist()
     assert pq.read_table(tmp_path / "ray" / "stages" / "ingest.parquet").to_pylist() == expected
     assert len(expected) == 24
+
+
+def test_forced_source_kind_is_remembered(tmp_path, biomedica_shard):
+    shard = tmp_path / "shard.bin"
+    shard.write_bytes(biomedica_shard.read_bytes())
+    out = tmp_path / "run"
+
+    first = invoke("ingest", shard, "--out", out, "--source-kind", "biomedica")
+    again = invoke("ingest", shard, "--out", out)
+
+    assert first.exit_code == 0, first.output
+    assert again.exit_code == 0, again.output
+    assert RunDir(out).read_manifest()["sources"] == [{"kind": "biomedica", "location": str(shard)}]
+    assert RunDir(out).stage_info("ingest").count == 15

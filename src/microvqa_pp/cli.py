@@ -111,13 +111,25 @@ def _open(out: str, sources_spec: tuple[str, ...] | None, options: dict[str, Any
 
     sources = None
     if sources_spec:
-        sources = locate_sources(list(sources_spec), options.get("source_kind") or "auto")
+        kind = options.get("source_kind") or _stored_source_kind(out)
+        sources = locate_sources(list(sources_spec), kind)
     RunDir(out).acquire_lock()
     click.get_current_context().call_on_close(RunDir(out).release_lock)
     run, config = open_run(out, create=sources is not None, sources=sources, layers=config_layers(options))
     log_to_file(run.logs_dir / "run.log")
     logger.info("microvqa-pp %s: %s", __version__, " ".join(sys.argv[1:]))
     return run, config
+
+
+def _stored_source_kind(out: str) -> str:
+    """Return the `--source-kind` an earlier command stored in the run folder, or `auto`."""
+    from microvqa_pp.run.rundir import RunDir
+
+    run = RunDir(out)
+    if not run.exists():
+        return "auto"
+    stored = (run.read_manifest().get("config") or {}).get("ingest") or {}
+    return stored.get("source_kind", "auto")
 
 
 SOURCE_KIND = click.option(

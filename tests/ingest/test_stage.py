@@ -316,14 +316,19 @@ def test_failed_download_keeps_other_units(tmp_path, http_server, biomedica_shar
     assert [request["path"] for request in http_server.requests] == ["/later.tar"]
 
 
-def test_remote_sources_match_local(tmp_path, http_server, biomedica_shard, demo_parquet, monkeypatch):
+def test_remote_sources_match_local(tmp_path, http_server, biomedica_shard, demo_parquet, sample_members, write_shard, distinct_copy, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", http_server.url)
     repo = http_server.root / "datasets" / "lab" / "pp" / "data"
     repo.mkdir(parents=True)
     shutil.copy(demo_parquet, repo / "train-00000-of-00001.parquet")
+    shutil.copy(demo_parquet, http_server.root / "release.parquet")
     shutil.copy(biomedica_shard, http_server.root / "000000.tar")
-    remote_sources = locate_sources([f"{http_server.url}/000000.tar", "hf://datasets/lab/pp"])
-    local_sources = locate_sources([str(biomedica_shard), str(demo_parquet)])
+    copy = write_shard(http_server.root / "000001.tar", distinct_copy(sample_members, 1))
+    remote_sources = locate_sources(
+        [f"{http_server.url}/{{000000..000001}}.tar", "hf://datasets/lab/pp", f"{http_server.url}/release.parquet"]
+    )
+    second_parquet = shutil.copy(demo_parquet, tmp_path / "release.parquet")
+    local_sources = locate_sources([str(biomedica_shard), str(copy), str(demo_parquet), str(second_parquet)])
 
     remote_run, remote_result = _ingest(tmp_path / "remote", remote_sources)
     local_run, local_result = _ingest(tmp_path / "local", local_sources)
@@ -331,6 +336,8 @@ def test_remote_sources_match_local(tmp_path, http_server, biomedica_shard, demo
     def without_source(run):
         return [{**row, "source": ""} for row in pq.read_table(run.stage_output("ingest")).to_pylist()]
 
+    assert [source.kind for source in remote_sources] == ["biomedica", "biomedica", "parquet", "parquet"]
     assert without_source(remote_run) == without_source(local_run)
-    assert remote_result.rejected == local_result.rejected == {"duplicate_id": 15}
+    assert remote_result.count == 30
+    assert remote_result.rejected == local_result.rejected == {"duplicate_id": 30}
     assert list((remote_run.cache_dir / "downloads").iterdir()) == []

@@ -93,7 +93,7 @@ def test_missing_sources_are_errors(tmp_path):
         locate_sources([str(tmp_path / "*.tar")])
     with pytest.raises(SourceError, match="no SOURCE given"):
         locate_sources([])
-    with pytest.raises(SourceError, match="holds no .tar shards"):
+    with pytest.raises(SourceError, match="contains no .tar shards"):
         locate_sources([str(tmp_path)])
 
 
@@ -162,5 +162,5 @@ def test_hub_repository_without_data_files(hub_repo):
     (hub_repo.root / "datasets" / "lab" / "empty").mkdir(parents=True)
     (hub_repo.root / "datasets" / "lab" / "empty" / "README.md").write_text("card")
 
-    with pytest.raises(SourceError, match="holds no .parquet files or .tar shards"):
+    with pytest.raises(SourceError, match="contains no .parquet files or .tar shards"):
         locate_sources(["hf://datasets/lab/empty"])

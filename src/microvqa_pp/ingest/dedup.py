@@ -8,12 +8,15 @@ some band (pigeonhole principle). With `m = max_distance // 2 + 1` that is at mo
 looks up each band's value and its one-bit neighbours in a dictionary and compares only the
 hashes found there. The first figure in stream order represents its group.
 
-Memory grows with the number of figures kept (about 300 bytes each, an estimate), not with the
-number of shards.
+Memory grows with the number of figures kept, not with the number of shards. This index, the
+exact-duplicate maps and the ids take about 870 bytes per figure together, measured with
+tracemalloc on 100,000 figures with BIOMEDICA-length ids. So 2.5 million figures need about
+2.2 GB in the process that merges the units.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections import defaultdict
 
 
@@ -28,7 +31,7 @@ class NearDuplicateIndex:
         self.band_radius = max_distance // band_count
         self._bands = [(index * 64 // band_count, (index + 1) * 64 // band_count) for index in range(band_count)]
         self._buckets: list[defaultdict[int, list[int]]] = [defaultdict(list) for _ in self._bands]
-        self._values: list[int] = []
+        self._values = array("Q")
         self._ids: list[str] = []
 
     def __len__(self) -> int:

@@ -106,7 +106,7 @@ class StageInfo:
     rejected: dict[str, int]
     output: str
     process_gone: bool = False
-    """The stage is recorded as running but no process holds the run folder (it was killed)."""
+    """The stage is recorded as running, but no process has the run folder's lock (it was killed)."""
 
     @property
     def state_text(self) -> str:
@@ -240,7 +240,7 @@ class RunDir:
     def acquire_lock(self) -> None:
         """Hold the run folder's lock until this process exits, so two commands never run at once.
 
-        Raises MicroVQAError when another process holds it. Taking it again in the same process
+        Raises MicroVQAError when another process has it. Taking it again in the same process
         is a no-op. The operating system releases the lock when the process ends, also when it is
         killed, so a killed run never leaves a stale lock. Worker processes forked from this one
         inherit it.
@@ -273,7 +273,7 @@ class RunDir:
             os.close(descriptor)
 
     def in_use(self) -> bool:
-        """Return True when a process (this one included) holds the run folder's lock."""
+        """Return True when a process (this one included) has the run folder's lock."""
         if fcntl is None:
             return True
         if str(self.lock_path.resolve()) in _HELD_LOCKS:

@@ -59,7 +59,7 @@ class WorkUnit:
 
 @dataclass
 class UnitResult:
-    """What `ChunkedStage.process` returns for one unit."""
+    """The records, rejections and counters of one processed unit (`ChunkedStage.process`)."""
 
     records: list[Any] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
@@ -138,7 +138,7 @@ class ChunkedStage(Stage):
 
     The merge pulls units in plan order: `finish` receives each unit's table as soon as that
     unit and every unit before it are done, while later units are still being processed. Once
-    the output holds `stop_after()` records, no further unit is scheduled.
+    the output contains `stop_after()` records, no further unit is scheduled.
     """
 
     def plan(self) -> list[WorkUnit]:
@@ -150,7 +150,7 @@ class ChunkedStage(Stage):
         raise NotImplementedError
 
     def stop_after(self) -> int | None:
-        """Stop once the output holds this many records (None: process every unit)."""
+        """Return the record count at which the stage stops (None: process every unit)."""
         return None
 
     def finish(self, tables: Iterator[pa.Table], rejections: list[Rejection]) -> Iterator[pa.Table]:
@@ -212,7 +212,7 @@ class ChunkedStage(Stage):
 
 @dataclass
 class _UnitOutcome:
-    """What a worker reports back for one unit: its record count, or why it failed."""
+    """A worker's report on one unit: its record count, or the reason it failed."""
 
     unit_id: str
     rows: int = 0
@@ -235,8 +235,8 @@ class _UnitRunner:
             result = self.stage.process(unit, self.progress)
         except (MicroVQAError, OSError) as error:
             # Input or environment problems (a source that cannot be downloaded, a full disk)
-            # fail this unit only; the run goes on and a rerun retries it. Other exceptions are
-            # bugs and stop the stage.
+            # fail this unit only. The run goes on, and a rerun retries the unit. Other
+            # exceptions are bugs, so they stop the stage.
             return _UnitOutcome(unit.unit_id, error=f"{type(error).__name__}: {error}")
 
         parts_dir = self.stage.run.stage_parts(self.stage.name)

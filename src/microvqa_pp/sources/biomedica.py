@@ -43,7 +43,7 @@ class _ObservedTarInfo(tarfile.TarInfo):
     """A TarInfo that records every header the tar reader could not parse, with its offset.
 
     The reader runs with `ignore_zeros=True`, so it skips zero and corrupt blocks instead of
-    stopping; the recorded events tell a clean end of archive from damage.
+    stopping. The recorded events tell a clean end of archive from damage.
     """
 
     @classmethod

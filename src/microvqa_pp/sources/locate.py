@@ -2,7 +2,7 @@
 
 A SOURCE is a local path, a glob (`shards/*.tar`), a brace range (`shards/{000000..000009}.tar`,
 also inside URLs), an `https://` URL or an `hf://datasets/OWNER/NAME[@REVISION][/PATH]` URL. A local
-folder is a figure folder when it holds a JSONL file, otherwise the tar and parquet files in it.
+folder is a figure folder when it contains a JSONL file, otherwise the tar and parquet files in it.
 An `hf://` URL whose path is empty, a folder or a glob (`hf://datasets/OWNER/NAME/data/*.parquet`)
 is listed through the Hub API; a whole repository or folder gives its parquet files, or its tar
 shards when it has no parquet files.
@@ -104,7 +104,7 @@ def _expand_one(spec: str) -> list[str]:
         if path.is_dir() and not any(path.glob("*.jsonl")):
             members = sorted(p for p in path.iterdir() if p.suffix in (".tar", ".parquet"))
             if not members:
-                raise SourceError(f"{candidate} holds no .tar shards, .parquet files or JSONL file of captions")
+                raise SourceError(f"{candidate} contains no .tar shards, .parquet files or JSONL file of captions")
             results.extend(str(member.resolve()) for member in members)
             continue
         results.append(str(path.resolve()))
@@ -137,6 +137,6 @@ def _expand_hub(location: str) -> list[str]:
         if selected:
             return selected
     raise SourceError(
-        f"{location} holds no .parquet files or .tar shards ({len(files)} files listed); "
+        f"{location} contains no .parquet files or .tar shards ({len(files)} files listed); "
         "name the files with a path or a glob, e.g. hf://datasets/OWNER/NAME/data/*.parquet"
     )

@@ -222,7 +222,7 @@ def _request_with_retries(
     headers: dict[str, str],
     params: dict[str, str] | None = None,
 ) -> httpx.Response:
-    """Send a streaming GET, retrying connection errors and 429/5xx answers; raise on others."""
+    """Send a streaming GET and retry connection errors and 429/5xx responses; raise on the others."""
     headers = {**auth_headers(url), **headers}
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:
