@@ -233,3 +233,20 @@ def distinct_copy_of(samples: list[Sample], copy: int) -> list[Sample]:
 def distinct_copy():
     """The function `distinct_copy(samples, copy) -> samples` (see distinct_copy_of)."""
     return distinct_copy_of
+
+
+# The OpenAI-compatible stub server, for every area whose code calls a model ------------------
+
+import sys  # noqa: E402
+
+# Tests import the stub's reply constructors with `from stubs.openai_server import Reply`.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+@pytest.fixture
+def openai_stub():
+    """A running OpenAI-compatible server on 127.0.0.1 with scripted replies (see stubs/openai_server.py)."""
+    from stubs.openai_server import OpenAIStub
+
+    with OpenAIStub() as stub:
+        yield stub

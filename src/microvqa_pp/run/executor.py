@@ -104,7 +104,8 @@ class RayExecutor(Executor):
 
     NOTE: the tasks write part files and images into the run folder by path, so on a cluster of
     several machines the run folder must be on a file system that every node mounts at the same
-    path.
+    path. Tasks on other nodes see those nodes' environment, so set HF_TOKEN and HF_ENDPOINT there
+    too; they are not copied into Ray's runtime environment, which Ray stores and displays.
     """
 
     def __init__(self, workers: int = 1, address: str | None = None):

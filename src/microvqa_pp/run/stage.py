@@ -150,7 +150,11 @@ class ChunkedStage(Stage):
         raise NotImplementedError
 
     def stop_after(self) -> int | None:
-        """Return the record count at which the stage stops (None: process every unit)."""
+        """Return the record count at which the stage stops (None: process every unit).
+
+        The rejections and counters then cover every unit that was merged, including the part of
+        the last one beyond the limit.
+        """
         return None
 
     def finish(self, tables: Iterator[pa.Table], rejections: list[Rejection]) -> Iterator[pa.Table]:
