@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 
 from microvqa_pp.config import load_config
+from microvqa_pp.errors import DownloadError, SourceError
 from microvqa_pp.records import Rejection
 from microvqa_pp.run.executor import LocalExecutor
 from microvqa_pp.run.rundir import RunDir
@@ -133,16 +134,15 @@ def test_missing_upstream_stage_is_an_error(run):
 
 
 class FlakyStage(SquareStage):
-    """Units listed in `failing` raise a MicroVQAError, as a failed download does."""
+    """Units listed in `failing` raise `error`: a DownloadError by default, as a failed download does."""
 
     name = "flaky"
     failing: set[str] = set()
+    error: type[Exception] = DownloadError
 
     def process(self, unit, progress):
-        from microvqa_pp.errors import SourceError
-
         if unit.unit_id in FlakyStage.failing:
-            raise SourceError(f"cannot read unit {unit.unit_id}")
+            raise FlakyStage.error(f"cannot read unit {unit.unit_id}")
         return super().process(unit, progress)
 
 
@@ -150,7 +150,8 @@ def test_failed_unit_lets_others_finish(run):
     from microvqa_pp.run.stage import StageIncomplete
 
     FlakyStage.failing = {"0010", "0030"}
-    with pytest.raises(StageIncomplete, match=r"2 of 5 work units of stage 'flaky' failed \(first: unit 0010: SourceError: cannot read unit 0010\)"):
+    FlakyStage.error = DownloadError
+    with pytest.raises(StageIncomplete, match=r"2 of 5 work units of stage 'flaky' failed \(first: unit 0010: DownloadError: cannot read unit 0010\)"):
         run_stage(FlakyStage(run, load_config()))
     assert SquareStage.processed == ["0000", "0020", "0040"]
     assert run.stage_info("flaky").state == "failed"
@@ -161,6 +162,18 @@ def test_failed_unit_lets_others_finish(run):
     result = run_stage(FlakyStage(run, load_config()))
     assert SquareStage.processed == ["0010", "0030"]
     assert result.count == 46
+
+
+def test_other_errors_stop_the_stage(run):
+    FlakyStage.failing = {"0010", "0030"}
+    FlakyStage.error = SourceError
+    with pytest.raises(SourceError, match="cannot read unit 0010"):
+        run_stage(FlakyStage(run, load_config()))
+    FlakyStage.error = DownloadError
+
+    assert SquareStage.processed == ["0000"]
+    assert run.stage_info("flaky").state == "failed"
+    assert sorted(path.name for path in run.stage_parts("flaky").glob("*.parquet")) == ["0000.parquet", "0000.rejected.parquet"]
 
 
 def test_changed_plan_discards_parts(run):

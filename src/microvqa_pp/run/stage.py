@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from microvqa_pp.config import Config
-from microvqa_pp.errors import MicroVQAError
+from microvqa_pp.errors import MicroVQAError, UnitError
 from microvqa_pp.records import Rejection, arrow_schema, from_table, to_table
 from microvqa_pp.run.executor import Executor, LocalExecutor
 from microvqa_pp.run.rundir import RunDir, _now, atomic_write_text
@@ -76,7 +76,8 @@ class StageResult:
 
 
 class StageIncomplete(MicroVQAError):
-    """Some work units of a stage failed; the others are kept and a rerun retries the failed ones."""
+    """Some work units of a stage failed with a UnitError; the others are kept, and a rerun
+    retries the failed ones."""
 
 
 class Stage(ABC):
@@ -237,10 +238,9 @@ class _UnitRunner:
     def __call__(self, unit: WorkUnit) -> _UnitOutcome:
         try:
             result = self.stage.process(unit, self.progress)
-        except (MicroVQAError, OSError) as error:
-            # Input or environment problems (a source that cannot be downloaded, a full disk)
-            # fail this unit only. The run goes on, and a rerun retries the unit. Other
-            # exceptions are bugs, so they stop the stage.
+        except UnitError as error:
+            # A failure of this unit alone (a source file that cannot be downloaded): the other
+            # units go on, and a rerun retries this one. Any other exception stops the stage.
             return _UnitOutcome(unit.unit_id, error=f"{type(error).__name__}: {error}")
 
         parts_dir = self.stage.run.stage_parts(self.stage.name)

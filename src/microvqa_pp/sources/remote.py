@@ -22,7 +22,7 @@ from urllib.parse import quote, unquote, urlparse
 
 import httpx
 
-from microvqa_pp.errors import SourceError
+from microvqa_pp.errors import DownloadError, SourceError
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ class HttpStream:
                 chunk = next(self._chunks, b"")
             except httpx.TransportError as error:
                 if attempt == MAX_ATTEMPTS:
-                    raise SourceError(
+                    raise DownloadError(
                         f"failed to download {self.location}: the transfer broke at byte "
                         f"{self.position} {MAX_ATTEMPTS} times ({type(error).__name__}: {error})"
                     ) from error
@@ -197,7 +197,7 @@ class HttpStream:
             skip = self.position  # the server ignored the Range header and sent the whole body
         elif self.position and not response.headers.get("content-range", "").startswith(f"bytes {self.position}-"):
             response.close()
-            raise SourceError(
+            raise DownloadError(
                 f"failed to resume the download of {self.location} at byte {self.position}: "
                 f"the server answered Content-Range {response.headers.get('content-range')!r}"
             )
@@ -237,7 +237,7 @@ def _request_with_retries(
             problem = f"HTTP {response.status_code}"
             response.close()
         if attempt == MAX_ATTEMPTS:
-            raise SourceError(f"failed to download {location}: {problem} after {MAX_ATTEMPTS} attempts")
+            raise DownloadError(f"failed to download {location}: {problem} after {MAX_ATTEMPTS} attempts")
         logger.warning("request for %s failed (%s); retrying", location, problem)
         time.sleep(RETRY_BACKOFF_S * 2 ** (attempt - 1))
     raise AssertionError("unreachable")
@@ -300,5 +300,5 @@ def _raise_for_status(location: str, response: httpx.Response) -> None:
             "with read access, and for a gated data set accept its terms on its Hub page first"
         )
     if status == 404:
-        raise SourceError(f"not found: {location} (HTTP 404); check the URL, the path and the revision")
-    raise SourceError(f"failed to download {location}: HTTP {status}")
+        raise DownloadError(f"not found: {location} (HTTP 404); check the URL, the path and the revision")
+    raise DownloadError(f"failed to download {location}: HTTP {status}")
