@@ -253,7 +253,8 @@ class _UnitRunner:
 
 
 class _Merge:
-    """Runs the units that are not done and yields every unit's part table in plan order."""
+    """The merge loop of a chunked stage: it runs the units that are not done and yields every
+    unit's part table in plan order."""
 
     def __init__(self, stage: ChunkedStage, executor: Executor, units: list[WorkUnit], done: set[str]):
         self.stage = stage
