@@ -50,7 +50,8 @@ class IngestConfig(Section):
     drop_near_duplicates: bool = False
     """Drop near-duplicates instead of only linking them to the first figure of their group."""
     chunk_size: int = Field(default=256, ge=1)
-    """Figures per work unit for parquet and folder sources (a tar shard is always one unit)."""
+    """Figures per work unit of a figure folder; a tar shard, a local parquet row group and a
+    remote parquet file are one unit each."""
 
 
 class AgentConfig(Section):
