@@ -218,3 +218,13 @@ def test_named_key_variable_is_used(openai_stub, monkeypatch):
         backend.close()
     assert openai_stub.requests[0].headers["authorization"] == "Bearer provider-key"
     assert "provider-key" not in repr(backend)
+
+
+def test_stub_reports_responder_errors(openai_stub, make_backend):
+    def broken_responder(seen):
+        raise KeyError("caption")
+
+    openai_stub.responder = broken_responder
+    [reply] = make_backend(max_retries=0).complete([text_request("hello")])
+    assert reply.error == "http_500"
+    assert "responder raised KeyError" in reply.error_detail

@@ -125,7 +125,7 @@ class SeenRequest:
     """`time.monotonic()` when the request was read."""
     finished: float | None = None
     status: int | None = None
-    """The status sent; None while the reply is pending, when the connection was dropped on
+    """The status of the reply; None while it is pending, when the connection was dropped on
     purpose, or when writing the reply failed because the client had closed the connection."""
 
     @property
@@ -240,18 +240,23 @@ class OpenAIStub:
 
     # Called by the handler threads --------------------------------------------------------------
 
-    def _begin(self, seen: SeenRequest) -> Reply:
+    def _begin(self, seen: SeenRequest, fixed: Reply | None = None) -> Reply:
         with self._lock:
             self.requests.append(seen)
             self._in_flight += 1
             self.max_concurrency = max(self.max_concurrency, self._in_flight)
             self._lock.notify_all()
+            if fixed is not None:
+                return fixed
             if self._queue:
                 return self._queue.popleft()
         if self.reject_response_format and seen.response_format is not None:
             return Reply.schema_rejected()
         if self.responder is not None:
-            return self.responder(seen)
+            try:
+                return self.responder(seen)
+            except Exception as error:  # a bug in a test's responder must show, not hang the client
+                return Reply.status_code(500, f"the stub's responder raised {type(error).__name__}: {error}")
         return self.default_reply
 
     def _end(self, seen: SeenRequest, status: int | None) -> None:
@@ -319,30 +324,27 @@ class _Handler(BaseHTTPRequestHandler):
             body=body,
             started=time.monotonic(),
         )
-        if not self.path.rstrip("/").endswith("/chat/completions"):
-            reply = Reply.status_code(404, f"no route {self.path}")
-            with stub._lock:
-                stub.requests.append(seen)
-                stub._in_flight += 1
-        else:
+        if self.path.rstrip("/").endswith("/chat/completions"):
             reply = stub._begin(seen)
+        else:
+            reply = stub._begin(seen, Reply.status_code(404, f"no route {self.path}"))
 
-        status: int | None = None
+        # The request stops counting as in flight just before its reply is written: a client
+        # can only send its next request after that, so `max_concurrency` never over-counts.
+        stub._wait(stub.latency + reply.delay)
+        if reply.drop:
+            stub._end(seen, None)
+            self.close_connection = True
+            return
+        payload = reply.body if reply.body is not None else stub._completion(seen, reply)
+        stub._end(seen, reply.status)
         try:
-            stub._wait(stub.latency + reply.delay)
-            if reply.drop:
-                self.close_connection = True
-                return
-            payload = reply.body if reply.body is not None else stub._completion(seen, reply)
-            # Recorded before writing, so a client that has its reply also sees the status here.
-            status = seen.status = reply.status
             self._send_json(reply.status, payload, reply.headers)
         except (BrokenPipeError, ConnectionResetError):
             # The client gave up first (its time-out); nothing reached it.
-            status = None
+            with stub._lock:
+                seen.status = None
             self.close_connection = True
-        finally:
-            stub._end(seen, status)
 
     def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(payload).encode("utf-8")
