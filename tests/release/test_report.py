@@ -141,7 +141,7 @@ def test_blooms_reference_errors(tmp_path):
         read_blooms_reference(str(tmp_path / "missing.jsonl"))
     empty = tmp_path / "empty.jsonl"
     empty.write_text('{"question": "no level"}\n')
-    with pytest.raises(MicroVQAError, match="no readable level"):
+    with pytest.raises(MicroVQAError, match="no line has a level"):
         read_blooms_reference(str(empty))
 
 

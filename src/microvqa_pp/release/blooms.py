@@ -53,7 +53,7 @@ def read_blooms_reference(spec: str) -> tuple[Counter[int], str]:
     if unreadable:
         logger.warning("report: %d lines of the Bloom's reference %s carry no level; skipped them", unreadable, label)
     if not counts:
-        raise MicroVQAError(f"the Bloom's reference {spec} holds no readable level (expected `Level: N` in the assistant turn or a `blooms_level` field)")
+        raise MicroVQAError(f"invalid Bloom's reference {spec}: no line has a level; expected `Level: N` in the assistant turn or a `blooms_level` field")
     return counts, label
 
 

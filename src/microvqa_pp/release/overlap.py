@@ -92,7 +92,7 @@ def embedding_representation(embeddings: list[Embedding], kind: str, ids: list[s
     vectors = by_model[model]
     missing = [item for item in ids if item not in vectors]
     if missing:
-        logger.warning("%d of %d %s items have no %s embedding (e.g. %s); not using these embeddings", len(missing), len(ids), kind, model, missing[0])
+        logger.warning("%d of %d %s items have no %s embedding (first: %s), so the overlap uses a fallback representation", len(missing), len(ids), kind, model, missing[0])
         return None
     matrix = _normalise(np.array([vectors[item] for item in ids], dtype=np.float64))
     return Representation("cosine", list(ids), matrix, f"{kind} embeddings ({model})")

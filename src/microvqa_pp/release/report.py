@@ -1,9 +1,10 @@
 """The data-set report: `RUN/report/index.html`, one self-contained page with embedded PNG plots.
 
-The sections are counts and rejection reasons per stage, Bloom's levels against a reference, a
-t-SNE of image and question embeddings coloured by split, histograms of the consistency signals
-and the fused score with the keep threshold, correct-option positions, and the train-test
-overlap of the grouped split against a random split. Each plot is also written beside the page as a PNG.
+The page has these sections: counts and rejection reasons per stage, the splits, Bloom's levels
+against a reference, and a t-SNE of image and question embeddings coloured by split. Then come
+histograms of the consistency signals and the fused score with the keep threshold, the
+correct-option positions, and the train-test overlap of the grouped split against a random
+split. Each plot is also written beside the page as a PNG.
 A section whose inputs are missing (a stage that has not run) says so instead of failing, so
 the report can be written at any point of a build.
 """

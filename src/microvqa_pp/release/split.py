@@ -33,7 +33,7 @@ TEST = "test"
 SPLITS = (TRAIN, TEST)
 MAX_REFINE_PASSES = 20
 NOTE_KEY = "split"
-"""Key of the manifest note that says the test split is empty."""
+"""Key of the manifest note written when the test split is empty."""
 
 
 def _cost(test_counts: Counter[int], targets: dict[int, float]) -> float:
