@@ -60,6 +60,15 @@ RECORDED_PACKAGES = (
 )
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
     """Write `data` to `path` so that readers see the old file or the whole new one, never a part.
 
@@ -74,6 +83,8 @@ def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
             if fsync:
                 stream.flush()
                 os.fsync(stream.fileno())
+        # mkstemp creates the file readable by its owner only; give it the mode a plain open() would.
+        os.chmod(temporary, 0o666 & ~_UMASK)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
