@@ -104,6 +104,29 @@ def test_concurrent_writers(tmp_path):
     assert cache.get("missing") is None
 
 
+def _open_together(path, barrier) -> None:
+    barrier.wait(timeout=30)
+    cache = ResponseCache(path)
+    cache.put(f"{multiprocessing.current_process().name}", "m", "ns", ChatReply(text="reply"))
+    cache.close()
+
+
+def test_processes_creating_one_new_cache_together(tmp_path):
+    # Workers of a fresh run open a cache file that does not exist yet, all at once; the
+    # journal-mode switch must not fail any of them with "database is locked".
+    context = multiprocessing.get_context("fork")
+    for attempt in range(10):
+        path = tmp_path / f"fresh-{attempt}.sqlite"
+        barrier = context.Barrier(6)
+        workers = [context.Process(target=_open_together, args=(path, barrier), name=f"w{n}") for n in range(6)]
+        for process in workers:
+            process.start()
+        for process in workers:
+            process.join(timeout=60)
+        assert [process.exitcode for process in workers] == [0] * 6, f"attempt {attempt}"
+        assert len(ResponseCache(path)) == 6
+
+
 def test_error_reply_is_ignored_by_put(tmp_path):
     cache = ResponseCache(tmp_path / "llm.sqlite")
     cache.put("key", "m", "ns", ChatReply(error="timeout"))
