@@ -122,7 +122,7 @@ class ResponseCache:
     def _enable_wal(self, connection: sqlite3.Connection) -> None:
         """Switch the file to write-ahead logging, waiting out other processes doing the same.
 
-        SQLite answers a journal-mode change that races another connection with "database is
+        SQLite fails a journal-mode change that races another connection with "database is
         locked" at once, without calling the busy handler, so worker processes that open a new
         cache together retry here until `busy_timeout_s` runs out.
         """
