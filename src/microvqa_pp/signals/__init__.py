@@ -1,0 +1,1 @@
+"""Consistency signals per QA (stage `score`)."""
