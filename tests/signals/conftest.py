@@ -60,10 +60,26 @@ def qa_from_sentence(figure: Figure, sentence_index: int, number: int = 0) -> QA
     )
 
 
+def informative_qa(figure: Figure, number: int = 0) -> QA:
+    """Return a QA answered by the longest of the caption's first three sentences.
+
+    The longest sentence carries the figure's content; a short one such as "(A) Strategy."
+    says too little to tell the figure apart from the others.
+    """
+    sentences = split_sentences(figure.caption)[:3]
+    return qa_from_sentence(figure, max(range(len(sentences)), key=lambda index: len(sentences[index])), number)
+
+
 @pytest.fixture(scope="session")
 def elife_figures(elife_folder: Path, elife_small_folder: Path) -> list[Figure]:
     """The 20 bundled eLife figures (15 from eLife 01222, 5 from eLife 00230)."""
     return load_figures(elife_folder) + load_figures(elife_small_folder)
+
+
+@pytest.fixture(scope="session")
+def make_qa():
+    """Return `informative_qa`, for tests (conftest modules cannot be imported by name)."""
+    return informative_qa
 
 
 @pytest.fixture

@@ -57,6 +57,17 @@ class ClipEncoder(ABC):
     def context_length(self) -> int:
         """Return the number of tokens the text tower reads, special tokens included."""
 
+    @property
+    @abstractmethod
+    def image_size(self) -> int:
+        """Return the side, in pixels, of the square images the image tower reads."""
+
+    @property
+    def draft_side(self) -> int:
+        """Return the smallest side a JPEG may be decoded at: twice the input side, so the
+        preprocessing's own resize still does the final filtering."""
+        return 2 * self.image_size
+
     @abstractmethod
     def image_batch(self, images: list[Any]) -> Any:
         """Return the preprocessed pixel tensor of a list of PIL images."""
@@ -157,6 +168,11 @@ class OpenClipEncoder(ClipEncoder):
     def context_length(self) -> int:
         return int(self.loaded[2].context_length)
 
+    @property
+    def image_size(self) -> int:
+        size = self.loaded[0].visual.image_size
+        return int(max(size) if isinstance(size, (tuple, list)) else size)
+
     def image_batch(self, images: list[Any]) -> Any:
         import torch
 
@@ -212,6 +228,10 @@ class TransformersClipEncoder(ClipEncoder):
     @property
     def context_length(self) -> int:
         return int(self.loaded[0].config.text_config.max_position_embeddings)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.loaded[0].config.vision_config.image_size)
 
     def image_batch(self, images: list[Any]) -> Any:
         return self.loaded[2](images=images, return_tensors="pt")["pixel_values"]

@@ -231,7 +231,8 @@ class SignalScorer:
                 return None
 
         if self.clip is not None:
-            by_key = self.clip.embed_images(unique_keys, open_for, counters)
+            clip = self.clip
+            by_key = clip.embed_images(unique_keys, lambda index: open_for(index, clip.draft_side), counters)
         else:
             by_key = self._pixel_descriptors(unique_keys, lambda index: open_for(index, PIXEL_DRAFT_SIDE), counters)
 
