@@ -178,8 +178,8 @@ def tiny_transformers_clip(tmp_path_factory) -> Path:
 def tiny_open_clip(tmp_path_factory) -> str:
     """A BiomedCLIP-shaped open_clip model, as `local-dir:FOLDER`: timm ViT image tower, BERT text tower.
 
-    The folder holds what a BiomedCLIP snapshot holds (open_clip_config.json, the weights, the
-    tokenizer files) plus the BERT text tower's config.json, which the snapshot leaves to the hub.
+    The folder contains the files of a BiomedCLIP snapshot (open_clip_config.json, the weights,
+    the tokenizer files) plus the BERT text tower's config.json, which a snapshot leaves to the hub.
     Images are 160 pixels (timm's `test_vit`), the text context is 64 tokens.
     """
     import json

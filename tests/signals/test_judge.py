@@ -23,7 +23,7 @@ ITEM = JudgeItem(
 
 
 class ScriptedBackend(ChatBackend):
-    """Answers each request with the next scripted reply (text, or a ChatReply for errors)."""
+    """A chat backend that returns the next scripted reply (text, or a ChatReply for errors)."""
 
     model = "scripted-judge"
 

@@ -36,9 +36,12 @@ def test_offline_signals_and_embeddings(figures, qas, tmp_path) -> None:
         assert 0.3 < record.text_similarity <= 1.0
         assert record.lexical_overlap >= 0.7
         assert record.span_found is True
-        assert record.nli_entailment is None and record.nli_window is None
-        assert record.clip_image_caption is None and record.clip_image_qa is None
-        assert record.judge_score is None and record.judge_reason == ""
+        assert record.nli_entailment is None
+        assert record.nli_window is None
+        assert record.clip_image_caption is None
+        assert record.clip_image_qa is None
+        assert record.judge_score is None
+        assert record.judge_reason == ""
 
     kinds = Counter(embedding.kind for embedding in embeddings)
     assert kinds == {"image": 4, "caption": 4, "qa": 8}
@@ -93,7 +96,7 @@ def test_full_signals_with_tiny_models(figures, qas, tiny_nli_model, tiny_open_c
         assert record.nli_entailment == pytest.approx(0.78560, abs=1e-4)
         assert record.nli_neutral == pytest.approx(0.17529, abs=1e-4)
         assert record.nli_contradiction == pytest.approx(0.03911, abs=1e-4)
-        assert record.nli_window is not None and record.nli_window >= 0
+        assert record.nli_window >= 0
         assert -1.0 <= record.clip_image_caption <= 1.0
         assert -1.0 <= record.clip_image_qa <= 1.0
 

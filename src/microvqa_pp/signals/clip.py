@@ -95,7 +95,7 @@ class ClipEncoder(ABC):
     ) -> dict[str, np.ndarray]:
         """Return the embeddings of images by content key; `open_image(i)` loads image i.
 
-        Images are opened one batch at a time, so memory holds at most `batch_size` decoded
+        Images are opened one batch at a time, so memory contains at most `batch_size` decoded
         images. An image for which `open_image` returns None (unreadable) is left out.
         """
         namespace = f"{self.namespace}|image"

@@ -2,9 +2,9 @@
 
 The graph needs a feature vector for every image node. Without CLIP, `pixel_descriptor` gives one
 computed from the pixels alone: a coarse colour layout, an intensity histogram, a gradient
-(texture) histogram and a saturation-weighted hue histogram. It tells a fluorescence micrograph
-from an H&E section or a plot, and near-duplicate images get near-identical vectors, which is
-what the image neighbour edges need; it carries no semantics.
+(texture) histogram and a saturation-weighted hue histogram. It separates a fluorescence
+micrograph from an H&E section or a plot, and near-duplicate images get near-identical vectors,
+which is what the image neighbour edges need. It carries no semantics.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ _WORK_SIDE = 64  # pixels of the grey image that the histograms are computed on
 
 
 class UnreadableImage(Exception):
-    """An image file that is missing or cannot be decoded; the message says why."""
+    """An image file that is missing or cannot be decoded. The message gives the cause."""
 
 
 def open_image(path: Path, *, draft_side: int | None = None) -> Any:

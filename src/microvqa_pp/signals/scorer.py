@@ -57,7 +57,7 @@ class _Item:
 
 
 def unavailable_signals(settings: SignalsConfig) -> dict[str, str]:
-    """Return, per signal that the settings leave out, a note saying what is missing and what stands in."""
+    """Return, per signal that the settings leave out, a note naming what is missing and what replaces it."""
     notes = {}
     if settings.clip_model is None:
         notes["clip"] = (
@@ -152,14 +152,14 @@ class SignalScorer:
         image_vectors, unreadable = self._image_vectors(needed, image_root, batch.counters)
         for figure_id, detail in unreadable.items():
             logger.warning("score: cannot read the image of figure %s: %s", figure_id, detail)
-        kept = []
+        readable_items = []
         for item in items:
             detail = unreadable.get(item.figure.figure_id)
             if detail is None:
-                kept.append(item)
+                readable_items.append(item)
             else:
                 batch.rejections.append(Rejection(STAGE, item.qa.qa_id, "image_unreadable", detail, item.figure.figure_id))
-        items = kept
+        items = readable_items
 
         captions = list(dict.fromkeys(figure.caption for figure in needed if figure.figure_id not in unreadable))
         statements = [item.statement for item in items]

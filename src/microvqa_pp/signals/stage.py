@@ -1,7 +1,7 @@
 """Stage `score`: consistency signals and embeddings for every QA of the `generate` stage.
 
 Work units are slices of at most `signals.chunk_size` QAs, taken row group by row group from
-`stages/generate.parquet`, so neither the plan nor a unit holds the whole data set. Each unit
+`stages/generate.parquet`, so neither the plan nor a unit reads the whole data set. Each unit
 reads only the `ingest` row groups that hold its figures. A unit writes its QASignals part and,
 before that, its embeddings part (`stages/score.parts/embeddings/UNIT.parquet`); `finish` merges
 the embedding parts into `stages/embeddings.parquet` in unit order. Figures without any QA come
