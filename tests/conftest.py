@@ -226,3 +226,20 @@ def tiny_open_clip(tmp_path_factory) -> str:
     model = open_clip.create_model(f"local-dir:{folder}", pretrained_text=False)
     torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
     return f"local-dir:{folder}"
+
+
+# The OpenAI-compatible stub server, for every area whose code calls a model ------------------
+
+import sys  # noqa: E402
+
+# Tests import the stub's reply constructors with `from stubs.openai_server import Reply`.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+@pytest.fixture
+def openai_stub():
+    """A running OpenAI-compatible server on 127.0.0.1 with scripted replies (see stubs/openai_server.py)."""
+    from stubs.openai_server import OpenAIStub
+
+    with OpenAIStub() as stub:
+        yield stub

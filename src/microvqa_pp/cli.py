@@ -25,6 +25,7 @@ logger = logging.getLogger("microvqa_pp.cli")
 
 LAZY_COMMANDS: dict[str, str] = {}
 """Command name to `module:function` of a click command defined elsewhere."""
+LAZY_COMMANDS["eval"] = "microvqa_pp.evaluation.cli:eval_command"
 
 
 class LazyGroup(click.Group):

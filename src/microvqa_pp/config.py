@@ -69,6 +69,13 @@ class AgentConfig(Section):
     temperature: float = Field(default=0.0, ge=0)
     max_tokens: int = Field(default=2048, ge=1)
     cache: bool = True
+    """Store replies in RUN/cache/llm.sqlite and reuse them, so a rerun sends no repeated request."""
+    retry_base_s: float = Field(default=1.0, gt=0)
+    """First back-off delay in seconds; it doubles with each retry (with full jitter)."""
+    retry_max_s: float = Field(default=60.0, gt=0)
+    """Maximum back-off delay in seconds, also the cap on a server's `Retry-After`."""
+    structured_output: bool = True
+    """Request JSON through `response_format` json_schema; servers that reject it get plain requests."""
 
 
 class GenerateConfig(Section):
@@ -127,6 +134,33 @@ class ExportConfig(Section):
     """Release files (stage `export`)."""
 
 
+class EvalConfig(Section):
+    """Evaluation of a model on MicroVQA-layout data (`microvqa-pp eval`).
+
+    The OpenAI-compatible server's address, key, retries and concurrency come from `agent`.
+    """
+
+    backend: Literal["openai", "transformers"] = "openai"
+    no_image: Literal["off", "reference", "choices-only", "last-sentence"] = "off"
+    temperature: float = Field(default=1.0, ge=0)
+    """MicroVQA's reference client samples at temperature 1 (its default), so this does too."""
+    max_tokens: int = Field(default=2048, ge=1)
+    limit: int | None = Field(default=None, ge=1)
+    """Evaluate a seeded random sample of this many questions; None takes all."""
+    batch_size: int = Field(default=32, ge=1)
+    """Questions per checkpoint of a resumable evaluation; the OpenAI-compatible backend uses at
+    least twice `agent.concurrency`, so that every request slot stays busy."""
+    max_image_side: int | None = Field(default=None, ge=32)
+    """Shrink images whose longer side exceeds this many pixels; None sends them at full size,
+    as MicroVQA's reference client does (and leaves resizing to a local model's processor)."""
+    split: str | None = None
+    """Split of a Hugging Face data set; None takes its only split."""
+    device: str = "auto"
+    """Torch device of the transformers backend: auto, cpu, cuda, cuda:1, mps."""
+    dtype: str = "auto"
+    """Torch dtype of the transformers backend: auto (the checkpoint's), float32, bfloat16, ..."""
+
+
 class Config(Section):
     """All settings of a run."""
 
@@ -145,6 +179,7 @@ class Config(Section):
     mcq: McqConfig = Field(default_factory=McqConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
 
     def section_fingerprint(self, *keys: str) -> str:
         """Return a short hash of the named top-level settings, for cache keys and resume checks."""

@@ -160,6 +160,13 @@ class QA:
     generator: str
     template_generated: bool
     prompt_version: str
+    answer_kind: str = "other"
+    """What the answer is: a kind of `generate.spans.SPAN_KINDS` ("stain", "organism",
+    "concentration", ...) or "other". Multiple-choice distractors come from answers of the same
+    kind in other captions."""
+    panel: str = ""
+    """The panel label of the supporting sentence as written in the caption ("B", "C and D"), or
+    empty when the sentence has no label of its own."""
 
 
 @dataclass
