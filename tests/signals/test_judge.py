@@ -8,9 +8,10 @@ from typing import Sequence
 import pytest
 
 from microvqa_pp.agents.base import ChatBackend, ChatReply, ChatRequest, ImagePart, LLMAgent, ReplyError
-from microvqa_pp.config import SignalsConfig
+from microvqa_pp.agents import make_agent
+from microvqa_pp.config import AgentConfig, SignalsConfig
 from microvqa_pp.signals import SignalScorer
-from microvqa_pp.signals.judge import JudgeItem, JudgeTask, JudgeVerdict, load_prompt
+from microvqa_pp.signals.judge import PROMPT, JudgeItem, JudgeTask, JudgeVerdict
 
 ITEM = JudgeItem(
     qa_id="fig2-qa0",
@@ -59,18 +60,8 @@ def test_rendered_prompt() -> None:
 
 
 def test_prompt_version_from_file() -> None:
-    assert JudgeTask.prompt_version == "judge-consistency-v1"
-    assert load_prompt().version == JudgeTask.prompt_version
-
-
-def test_prompt_file_format_checked(tmp_path) -> None:
-    bad = tmp_path / "prompt.txt"
-    bad.write_text("=== system ===\nhello\n")
-    with pytest.raises(ValueError, match="version"):
-        load_prompt(bad)
-    bad.write_text("version: x\n=== system ===\nhello\n")
-    with pytest.raises(ValueError, match="user"):
-        load_prompt(bad)
+    assert JudgeTask.prompt_version == PROMPT.version == "1"
+    assert PROMPT.fields == {"caption", "question", "answer", "statement"}
 
 
 @pytest.mark.parametrize(
@@ -123,6 +114,40 @@ def test_judge_through_agent_with_repair(elife_figures, make_qa, tmp_path) -> No
     assert batch.counters["judge_requests"] == 3
     assert batch.counters["judge_failed_timeout"] == 1
     first_request = backend.requests[0]
-    assert first_request.cache_namespace == "judge_consistency@judge-consistency-v1"
+    assert first_request.cache_namespace == "judge_consistency@1"
     assert first_request.messages[1].content[0] == ImagePart(Path(figures[0].image_path))
     assert f"Answer: {qas[0].answer}" in first_request.messages[1].content[1]
+
+
+def test_judge_through_openai_stub(openai_stub, elife_figures, make_qa, tmp_path) -> None:
+    """The judge over real HTTP: a clean reply, a reply repaired on request, and a broken one."""
+    from stubs.openai_server import Reply
+
+    figures = elife_figures[:3]
+    qas = [make_qa(figure) for figure in figures]
+
+    def responder(request):
+        if figures[0].caption in request.text:
+            return Reply.json({"score": 0.9, "reason": "The caption states it."})
+        if figures[1].caption in request.text:
+            if "could not be used" in request.text:
+                return Reply.prose({"score": 0.4, "reason": "Partly supported."})
+            return Reply.json({"score": 40, "reason": "percent"})
+        return Reply.broken()
+
+    openai_stub.responder = responder
+    settings = AgentConfig(backend="openai", base_url=openai_stub.url, model="stub-model", cache=False, retry_base_s=0.01)
+    agent = make_agent(settings)
+    try:
+        batch = SignalScorer(SignalsConfig(device="cpu", judge=True), tmp_path, agent=agent).score(figures, qas)
+    finally:
+        agent.close()
+
+    assert [record.judge_score for record in batch.signals] == [0.9, 0.4, None]
+    assert batch.signals[1].judge_reason == "Partly supported."
+    assert batch.counters["judge_failed_unparseable_reply"] == 1
+    first = next(seen for seen in openai_stub.requests if figures[0].caption in seen.text)
+    assert first.body["model"] == "stub-model"
+    assert len(first.image_urls) == 1
+    assert first.image_urls[0].startswith("data:image/")
+    assert f"Answer: {qas[0].answer}" in first.text

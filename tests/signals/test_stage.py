@@ -160,6 +160,30 @@ def test_full_models_replace_notes(run, tiny_nli_model, tiny_transformers_clip) 
     assert {embedding.model for embedding in embeddings if embedding.kind == "image"} == {str(tiny_transformers_clip)}
 
 
+def test_judge_through_agent_backend(run, openai_stub) -> None:
+    from stubs.openai_server import Reply
+
+    openai_stub.responder = lambda request: Reply.json({"score": 0.75, "reason": "Supported by the caption."})
+    agent = ["agent.backend=openai", f"agent.base_url={openai_stub.url}", "agent.model=stub-model", "agent.retry_base_s=0.01"]
+    score(run, "signals.judge=true", *agent)
+
+    signals = read_records(run.stage_output("score"), QASignals)
+    assert {record.judge_score for record in signals} == {0.75}
+    assert {record.judge_reason for record in signals} == {"Supported by the caption."}
+    manifest = run.read_manifest()
+    assert "signals.judge" not in manifest["notes"]
+    assert manifest["stages"]["score"]["stats"]["judge_requests"] == len(signals)
+    # The fixture's two QAs per figure are the same text, so some requests repeat and hit the cache.
+    usage = manifest["usage"]["score:stub-model"]
+    assert usage["requests"] + usage["cache_hits"] == len(signals)
+    assert len(openai_stub.requests) == usage["requests"]
+
+    # A second run with another chunk size reads every verdict from the reply cache.
+    score(run, "signals.judge=true", *agent, "signals.chunk_size=7")
+    assert len(openai_stub.requests) == usage["requests"]
+    assert {record.judge_score for record in read_records(run.stage_output("score"), QASignals)} == {0.75}
+
+
 def test_worker_processes(run) -> None:
     """Two worker processes, each loading its own models, started by the command line.
 

@@ -10,8 +10,8 @@ last, in units of their own, so that every figure gets its image and caption emb
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from microvqa_pp import models
+from microvqa_pp.agents import make_agent
 from microvqa_pp.errors import ConfigError, MicroVQAError
 from microvqa_pp.records import QA, Embedding, Figure, QASignals, Rejection, arrow_schema, from_table, to_table
 from microvqa_pp.run.executor import Executor
@@ -36,9 +37,6 @@ NOTE_KEYS = {"clip": "signals.clip", "nli": "signals.nli", "judge": "signals.jud
 _USAGE_PREFIX = "usage_"
 # Settings that change how fast the signals are computed, not their values.
 _SPEED_SETTINGS = ("batch_size", "device")
-
-_AGENTS: dict[str, Any] = {}
-"""Agents built in this process, by settings, so worker processes reuse their connections."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +73,12 @@ class ScoreStage(ChunkedStage):
                 "signals.judge needs an LLM agent, but agent.backend is 'offline'; set agent.backend = "
                 "'openai' with agent.base_url and agent.model, or set signals.judge = false"
             )
+        if settings.judge:
+            # Building the agent checks its settings now rather than inside a worker. The instance
+            # is not kept, because each worker process needs its own connections.
+            make_agent(config.agent, None, config.seed).close()
         self._scorer: SignalScorer | None = None
+        self._scorer_pid: int | None = None
         self._unit_ids: list[str] = []
         self._embedding_count = 0
 
@@ -83,6 +86,7 @@ class ScoreStage(ChunkedStage):
         # Worker processes build their own scorer; models and connections are never pickled.
         state = self.__dict__.copy()
         state["_scorer"] = None
+        state["_scorer_pid"] = None
         return state
 
     # Paths and fingerprint ---------------------------------------------------------------------
@@ -122,11 +126,16 @@ class ScoreStage(ChunkedStage):
 
     def execute(self, executor: Executor) -> StageResult:
         self._record_unavailable_signals()
-        result = super().execute(executor)
+        try:
+            result = super().execute(executor)
+        finally:
+            if self._scorer is not None and self._scorer_pid == os.getpid() and self._scorer.agent is not None:
+                self._scorer.agent.close()
+            self._scorer = None
 
         usage = {key.removeprefix(_USAGE_PREFIX): result.stats.pop(key) for key in list(result.stats) if key.startswith(_USAGE_PREFIX)}
         if usage:
-            self.run.add_usage(self.name, usage)
+            self.run.add_usage(f"{self.name}:{self.config.agent.model}", usage)
         result.stats["embeddings"] = self._embedding_count
         return result
 
@@ -208,11 +217,18 @@ class ScoreStage(ChunkedStage):
             qas = from_table(table.slice(plan.qa_start, plan.qa_stop - plan.qa_start), QA)
         figures = self._read_figures(plan, {qa.figure_id for qa in qas} | set(plan.embed_figures))
 
-        batch = self.scorer.score(figures, qas, image_root=self.run.root, embed_figures=plan.embed_figures, progress=progress)
+        scorer = self.scorer
+        usage_before = scorer.agent.usage() if scorer.agent is not None else {}
+        batch = scorer.score(figures, qas, image_root=self.run.root, embed_figures=plan.embed_figures, progress=progress)
         write_parquet(self.embedding_parts / f"{unit.unit_id}.parquet", to_table(batch.embeddings, Embedding))
 
         counters = dict(batch.counters)
         counters["figures_embedded"] = sum(1 for embedding in batch.embeddings if embedding.kind == "image")
+        if scorer.agent is not None:
+            # The agent's counts are totals per process; a unit records what it added.
+            for name, total in scorer.agent.usage().items():
+                if total - usage_before.get(name, 0):
+                    counters[_USAGE_PREFIX + name] = total - usage_before.get(name, 0)
         return UnitResult(records=batch.signals, rejections=batch.rejections, counters=counters)
 
     def finish(self, tables: Iterator[pa.Table], rejections: list[Rejection]) -> Iterator[pa.Table]:
@@ -235,18 +251,12 @@ class ScoreStage(ChunkedStage):
 
     @property
     def scorer(self) -> SignalScorer:
-        if self._scorer is None:
-            agent = self._agent() if self.config.signals.judge else None
+        """Return this process's scorer; its models load on first use and its agent connects once."""
+        if self._scorer is None or self._scorer_pid != os.getpid():
+            agent = make_agent(self.config.agent, self.run, seed=self.config.seed) if self.config.signals.judge else None
             self._scorer = SignalScorer(self.config.signals, self.run.cache_dir / "embeddings", agent)
+            self._scorer_pid = os.getpid()
         return self._scorer
-
-    def _agent(self) -> Any:
-        from microvqa_pp.agents import make_agent
-
-        key = json.dumps([str(self.run.root), self.config.agent.model_dump(mode="json"), self.config.seed])
-        if key not in _AGENTS:
-            _AGENTS[key] = make_agent(self.config.agent, self.run, seed=self.config.seed)
-        return _AGENTS[key]
 
     def _read_figures(self, plan: UnitPlan, figure_ids: set[str]) -> list[Figure]:
         if not figure_ids or not plan.figure_row_groups:
