@@ -32,20 +32,25 @@ PREPOSITIONS = frozenset(
 )
 DETERMINERS = frozenset("the a an this that these those each every its their his her our some any both all no".split())
 PRONOUNS = frozenset("i you we they it he she one researchers scientists".split())
+TRAILING_CONTEXT_STARTS = frozenset("based according as in from judging".split())
+"""First words of a phrase such as ", based on this figure" that may end a question."""
 MEASURE_NOUNS = frozenset("fraction percentage percent proportion share number amount ratio majority".split())
 
 COMMON_VERBS = frozenset(
-    """accumulate act affect allow appear arise assess associate bind block cause change colocalize
-    co-localize compare conclude confirm contain contribute correlate correspond decrease demonstrate
+    """accumulate acquire act add affect allow appear apply arise assess associate bind block cause
+    change colocalize co-localize compare conclude confirm contain contribute correlate correspond decrease demonstrate
     denote depend depict detect determine differ display distinguish divide emit encode enter
     estimate examine exhibit expect explain express fluoresce follow form function generate grow have
-    highlight identify illustrate image imply increase indicate induce infer inhibit interact label
+    highlight identify illustrate imply incubate increase indicate induce infer inhibit interact label
     lead localize localise mark measure mediate migrate move observe occur overlap perform play
     predict prevent produce promote propose protect quantify recognize recruit reduce regulate
     represent require result reveal see serve show stain suggest support survive tag target test track
     undergo use visualize""".split()
 )
 """Base forms of verbs common in questions about figures; used to find the main verb."""
+
+EFFECT_VERBS = frozenset("affect alter change influence impact modulate regulate".split())
+"""Verbs of "How does X affect Y?", whose short answer ("increases") is itself the verb."""
 
 IRREGULAR_PAST = {
     "bind": "bound", "become": "became", "begin": "began", "break": "broke", "bring": "brought",
@@ -88,6 +93,7 @@ def restate(question: str, answer: str) -> Restatement:
         return Restatement(_finish([question, answer] if question else [answer]), "fallback")
 
     prefix, body = _split_leading_context(question)
+    body, suffix = _split_trailing_context(body)
     tokens = body.split()
     built = _restate_tokens(tokens, answer)
     if built is None:
@@ -95,6 +101,8 @@ def restate(question: str, answer: str) -> Restatement:
     words, rule = built
     if prefix:
         words = [prefix + ","] + words
+    if suffix:
+        words = words + [", " + suffix]
     return Restatement(_finish(words), rule)
 
 
@@ -117,6 +125,8 @@ def _restate_tokens(tokens: list[str], answer: str) -> tuple[list[str], str] | N
         return _adverbial(first, rest, answer)
     if first in AUXILIARIES:
         return _yes_no(tokens, answer)
+    if first in PREPOSITIONS and len(rest) > 1 and _norm(rest[0]) in ("what", "which"):
+        return _prepositional(tokens[0], rest[1:], answer)
     return None
 
 
@@ -174,22 +184,47 @@ def _adverbial(wh_word: str, rest: list[str], answer: str) -> tuple[list[str], s
     if not rest or _norm(rest[0]) not in AUXILIARIES or len(rest) < 2:
         return None
     aux, after = rest[0], rest[1:]
-    aux_word = _norm(aux)
+    if wh_word == "how" and _norm(aux) in DO_FORMS and len(answer.split()) <= 3:
+        verb_index = _find_main_verb(after)
+        if verb_index is not None and _norm(after[verb_index]) in EFFECT_VERBS:
+            # "How does fasudil affect EP area?" + "increases" -> "Fasudil increases EP area."
+            return after[:verb_index] + [answer] + after[verb_index + 1 :], "adverbial"
+    clause = _declarative_clause(aux, after)
+    if clause is None:
+        return None
     passive = any(_is_participle(word) for word in after)
+    return clause + _adverbial_answer(wh_word, answer, passive), "adverbial"
+
+
+def _prepositional(preposition: str, rest: list[str], answer: str) -> tuple[list[str], str] | None:
+    """`At what magnification was the image taken`: the answer and its noun follow the clause."""
+    aux_index = _first_index(rest, lambda word: _norm(word) in AUXILIARIES)
+    if aux_index is None or aux_index + 1 >= len(rest):
+        return None
+    clause = _declarative_clause(rest[aux_index], rest[aux_index + 1 :])
+    if clause is None:
+        return None
+    return clause + [preposition.lower()] + _quantified(answer, rest[:aux_index]), "adverbial"
+
+
+def _declarative_clause(aux: str, after: list[str]) -> list[str] | None:
+    """Undo subject-auxiliary inversion: `(was) the image taken` -> `the image was taken`."""
+    aux_word = _norm(aux)
     if aux_word in DO_FORMS:
         verb_index = _find_main_verb(after)
         if verb_index is None:
             return None
-        clause = after[:verb_index] + [_inflect(after[verb_index], aux_word)] + after[verb_index + 1 :]
-    elif aux_word in COPULAS:
-        split = _predicate_start(after, include_determiners=False)
-        clause = after + [aux] if split is None else after[:split] + [aux] + after[split:]
-    else:
-        verb_index = _first_index(after[1:], _is_verb_like)
-        if verb_index is None:
-            return None
-        clause = after[: verb_index + 1] + [aux] + after[verb_index + 1 :]
-    return clause + _adverbial_answer(wh_word, answer, passive), "adverbial"
+        return after[:verb_index] + [_inflect(after[verb_index], aux_word)] + after[verb_index + 1 :]
+    if aux_word in COPULAS:
+        # A participle ends the subject ("the image in panel A | taken"); else an adjective or preposition.
+        split = _first_index(after, _is_participle, start=1)
+        if split is None:
+            split = _predicate_start(after, include_determiners=False)
+        return after + [aux] if split is None else after[:split] + [aux] + after[split:]
+    verb_index = _first_index(after[1:], _is_verb_like)
+    if verb_index is None:
+        return None
+    return after[: verb_index + 1] + [aux] + after[verb_index + 1 :]
 
 
 def _yes_no(tokens: list[str], answer: str) -> tuple[list[str], str] | None:
@@ -241,7 +276,8 @@ def _do_clause(after: list[str], aux_word: str, answer: str) -> list[str] | None
 
 def _auxiliary_clause(after: list[str], aux: str, answer: str) -> list[str] | None:
     """`(would) SUBJECT VERB REST` with a modal or perfect auxiliary kept before the verb."""
-    verb_index = _first_index(after, _is_verb_like, start=1)
+    # A pronoun subject ("would you apply") is one word, so the verb follows it.
+    verb_index = 1 if _norm(after[0]) in PRONOUNS and len(after) > 1 else _first_index(after, _is_verb_like, start=1)
     if verb_index is None:
         return None
     subject, verb, rest = after[:verb_index], after[verb_index], after[verb_index + 1 :]
@@ -249,9 +285,14 @@ def _auxiliary_clause(after: list[str], aux: str, answer: str) -> list[str] | No
 
 
 def _place_object(verb_words: list[str], rest: list[str], answer: str) -> list[str]:
-    """Put the answer after the verb, or after a stranded preposition ("bind to ANSWER in cells")."""
+    """Put the answer after the verb, or after a stranded preposition ("bind to ANSWER in cells").
+
+    A passive participle after the verb ("be incubated with") keeps its place before the answer.
+    """
     if rest and _norm(rest[0]) in PREPOSITIONS and (len(rest) == 1 or _norm(rest[1]) in PREPOSITIONS):
         return verb_words + [rest[0], answer] + rest[1:]
+    if rest and _is_participle(rest[0]) and _norm(verb_words[-1]) in ("be", "been", *COPULAS):
+        return verb_words + _place_object([rest[0]], rest[1:], answer)
     return verb_words + [answer] + rest
 
 
@@ -263,8 +304,12 @@ def _answer_as_subject(wh_phrase: list[str], answer: str) -> list[str]:
 
 
 def _quantified(answer: str, noun_phrase: list[str]) -> list[str]:
-    """Return `ANSWER NOUNS`, without repeating a noun that the answer already names."""
-    if noun_phrase and _norm(noun_phrase[-1]) in {_norm(word) for word in answer.split()}:
+    """Return `ANSWER NOUNS`, or the answer alone when it already names one of the nouns."""
+
+    def stem(word: str) -> str:
+        return _norm(word).removesuffix("s")
+
+    if {stem(word) for word in noun_phrase} & {stem(word) for word in answer.split()}:
         return [answer]
     return [answer] + noun_phrase
 
@@ -431,6 +476,14 @@ def past_tense(verb: str) -> str:
     if re.fullmatch(r"[^aeiou]*[aeiou][bdgmnprt]", verb.lower()):
         return verb + verb[-1] + "ed"
     return verb + "ed"
+
+
+def _split_trailing_context(question: str) -> tuple[str, str]:
+    """Split "Which agent ..., based on this figure" into the question proper and the tail phrase."""
+    body, separator, tail = question.rpartition(", ")
+    if separator and body.split() and _norm(tail.split()[0]) in TRAILING_CONTEXT_STARTS:
+        return body, tail
+    return question, ""
 
 
 def _split_leading_context(question: str) -> tuple[str, str]:
