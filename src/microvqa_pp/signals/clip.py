@@ -14,6 +14,9 @@ from collections import Counter
 from functools import cached_property, lru_cache
 from typing import Any, Callable
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from microvqa_pp.deps import require
@@ -26,6 +29,9 @@ from microvqa_pp.signals.loading import (
     model_identity,
     to_device,
 )
+
+DECODE_THREADS = min(4, os.cpu_count() or 1)
+"""Threads that decode and preprocess images while the model runs."""
 
 CLIP_VERSION = "clip-v1"
 """Version of how vectors are computed here (L2-normalized tower outputs); part of the cache namespace."""
@@ -69,8 +75,14 @@ class ClipEncoder(ABC):
         return 2 * self.image_size
 
     @abstractmethod
+    def preprocess_image(self, image: Any) -> Any:
+        """Return the preprocessed pixel tensor (channels, height, width) of one PIL image."""
+
     def image_batch(self, images: list[Any]) -> Any:
-        """Return the preprocessed pixel tensor of a list of PIL images."""
+        """Stack preprocessed pixel tensors into one batch."""
+        import torch
+
+        return torch.stack(images)
 
     @abstractmethod
     def text_batch(self, texts: list[str]) -> Any:
@@ -95,21 +107,32 @@ class ClipEncoder(ABC):
     ) -> dict[str, np.ndarray]:
         """Return the embeddings of images by content key; `open_image(i)` loads image i.
 
-        Images are opened one batch at a time, so memory contains at most `batch_size` decoded
-        images. An image for which `open_image` returns None (unreadable) is left out.
+        Decoding and preprocessing run in threads (PIL releases the GIL) one batch ahead of the
+        model, so they overlap with the forward pass. At most two batches of preprocessed images
+        are in memory. An image for which `open_image` returns None (unreadable) is left out.
         """
         namespace = f"{self.namespace}|image"
         found = self.cache.get_vectors(namespace, image_keys)
         counters["clip_image_cache_hits"] += sum(1 for key in image_keys if key in found)
         missing = [index for index, key in enumerate(image_keys) if key not in found]
+        batches = [missing[start : start + self.batch_size] for start in range(0, len(missing), self.batch_size)]
+
+        def prepare(index: int) -> Any:
+            image = open_image(index)
+            return None if image is None else self.preprocess_image(image)
+
         new: dict[str, np.ndarray] = {}
-        for start in range(0, len(missing), self.batch_size):
-            opened = [(index, open_image(index)) for index in missing[start : start + self.batch_size]]
-            opened = [(index, image) for index, image in opened if image is not None]
-            if not opened:
-                continue
-            vectors = self.forward_images(self.image_batch([image for _, image in opened])).float().cpu().numpy()
-            new.update({image_keys[index]: vector for (index, _), vector in zip(opened, vectors)})
+        with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
+            pending = [pool.submit(prepare, index) for index in batches[0]] if batches else []
+            for number, indices in enumerate(batches):
+                prepared = [(index, future.result()) for index, future in zip(indices, pending)]
+                if number + 1 < len(batches):
+                    pending = [pool.submit(prepare, index) for index in batches[number + 1]]
+                prepared = [(index, pixels) for index, pixels in prepared if pixels is not None]
+                if not prepared:
+                    continue
+                vectors = self.forward_images(self.image_batch([pixels for _, pixels in prepared]))
+                new.update({image_keys[index]: vector for (index, _), vector in zip(prepared, vectors.float().cpu().numpy())})
         if new:
             self.cache.put_vectors(namespace, new)
         found.update(new)
@@ -173,11 +196,8 @@ class OpenClipEncoder(ClipEncoder):
         size = self.loaded[0].visual.image_size
         return int(max(size) if isinstance(size, (tuple, list)) else size)
 
-    def image_batch(self, images: list[Any]) -> Any:
-        import torch
-
-        preprocess = self.loaded[1]
-        return torch.stack([preprocess(image) for image in images])
+    def preprocess_image(self, image: Any) -> Any:
+        return self.loaded[1](image)
 
     def text_batch(self, texts: list[str]) -> Any:
         return self.loaded[2](texts)
@@ -233,8 +253,8 @@ class TransformersClipEncoder(ClipEncoder):
     def image_size(self) -> int:
         return int(self.loaded[0].config.vision_config.image_size)
 
-    def image_batch(self, images: list[Any]) -> Any:
-        return self.loaded[2](images=images, return_tensors="pt")["pixel_values"]
+    def preprocess_image(self, image: Any) -> Any:
+        return self.loaded[2](images=[image], return_tensors="pt")["pixel_values"][0]
 
     def text_batch(self, texts: list[str]) -> Any:
         return self.loaded[1](texts, padding=True, truncation=True, max_length=self.context_length, return_tensors="pt")

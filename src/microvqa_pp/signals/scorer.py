@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -22,7 +23,7 @@ from microvqa_pp.config import SignalsConfig
 from microvqa_pp.errors import ConfigError
 from microvqa_pp.records import QA, Embedding, Figure, QASignals, Rejection
 from microvqa_pp.signals.cache import SignalCache
-from microvqa_pp.signals.clip import ClipEncoder, load_clip
+from microvqa_pp.signals.clip import DECODE_THREADS, ClipEncoder, load_clip
 from microvqa_pp.signals.lexical import lexical_overlap, span_found
 from microvqa_pp.signals.loading import check_device_name, resolve_device
 from microvqa_pp.signals.nli import NLIScorer
@@ -248,13 +249,20 @@ class SignalScorer:
     def _pixel_descriptors(self, keys: list[str], open_for: Callable[[int], Any], counters: Counter[str]) -> dict[str, np.ndarray]:
         found = self.cache.get_vectors(PIXEL_DESCRIPTOR, keys)
         counters["pixel_cache_hits"] += len(found)
-        new = {}
-        for index, key in enumerate(keys):
-            if key in found:
-                continue
+        missing = [index for index, key in enumerate(keys) if key not in found]
+
+        def describe(index: int) -> np.ndarray | None:
             image = open_for(index)
-            if image is not None:
-                new[key] = pixel_descriptor(image)
+            return None if image is None else pixel_descriptor(image)
+
+        new = {}
+        # Decoding dominates and PIL releases the GIL, so threads use every core.
+        with ThreadPoolExecutor(max_workers=DECODE_THREADS) as pool:
+            for start in range(0, len(missing), self.settings.batch_size):
+                indices = missing[start : start + self.settings.batch_size]
+                for index, vector in zip(indices, pool.map(describe, indices)):
+                    if vector is not None:
+                        new[keys[index]] = vector
         if new:
             self.cache.put_vectors(PIXEL_DESCRIPTOR, new)
         found.update(new)

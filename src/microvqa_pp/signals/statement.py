@@ -131,7 +131,7 @@ def _restate_tokens(tokens: list[str], answer: str) -> tuple[list[str], str] | N
 
 
 def _wh_nominal(rest: list[str], answer: str) -> tuple[list[str], str] | None:
-    """What/which/who questions: the wh-phrase is the subject, the object or a copula's complement."""
+    """Restate what/which/who questions, whose wh-phrase is the subject, the object or a complement."""
     aux_index = _first_index(rest, lambda word: _norm(word) in AUXILIARIES)
     verb_index = _first_finite_verb(rest)
     if verb_index is not None and (aux_index is None or verb_index < aux_index):
@@ -161,7 +161,7 @@ def _wh_nominal(rest: list[str], answer: str) -> tuple[list[str], str] | None:
 
 
 def _quantity(rest: list[str], answer: str) -> tuple[list[str], str] | None:
-    """How many/much questions: the answer is the quantity of the noun phrase that follows."""
+    """Restate how many/much questions: the answer is the quantity of the noun phrase that follows."""
     aux_index = _first_index(rest, lambda word: _norm(word) in AUXILIARIES)
     verb_index = _first_finite_verb(rest)
     if verb_index is not None and (aux_index is None or verb_index < aux_index):
@@ -180,7 +180,7 @@ def _quantity(rest: list[str], answer: str) -> tuple[list[str], str] | None:
 
 
 def _adverbial(wh_word: str, rest: list[str], answer: str) -> tuple[list[str], str] | None:
-    """Where/when/why/how questions: the answer becomes an adverbial at the end of the clause."""
+    """Restate where/when/why/how questions: the answer becomes an adverbial at the end of the clause."""
     if not rest or _norm(rest[0]) not in AUXILIARIES or len(rest) < 2:
         return None
     aux, after = rest[0], rest[1:]
@@ -197,7 +197,7 @@ def _adverbial(wh_word: str, rest: list[str], answer: str) -> tuple[list[str], s
 
 
 def _prepositional(preposition: str, rest: list[str], answer: str) -> tuple[list[str], str] | None:
-    """`At what magnification was the image taken`: the answer and its noun follow the clause."""
+    """Restate `At what magnification was the image taken`: the answer and its noun follow the clause."""
     aux_index = _first_index(rest, lambda word: _norm(word) in AUXILIARIES)
     if aux_index is None or aux_index + 1 >= len(rest):
         return None
@@ -228,7 +228,7 @@ def _declarative_clause(aux: str, after: list[str]) -> list[str] | None:
 
 
 def _yes_no(tokens: list[str], answer: str) -> tuple[list[str], str] | None:
-    """Yes/no questions answered yes or no: the statement is the claim, negated for no."""
+    """Restate yes/no questions answered yes or no: the statement is the claim, negated for no."""
     polarity = _polarity(answer)
     if polarity is None or len(tokens) < 3:
         return None
@@ -498,8 +498,8 @@ def _split_leading_context(question: str) -> tuple[str, str]:
 def _clean_answer(answer: str) -> str:
     answer = " ".join(answer.split()).rstrip(" .;:,")
     words = answer.split(" ", 1)
-    # A span copied from the start of a caption sentence ("The nucleoid") is lowercased when
-    # it moves into the middle of a statement; names such as "GamGFP" or "DNA" keep their case.
+    # A span copied from the start of a caption sentence ("The nucleoid") is lowercased, because
+    # it moves into the middle of a statement. Names such as "GamGFP" or "DNA" keep their case.
     if words and words[0][:1].isupper() and words[0][1:].islower() and words[0].lower() in DETERMINERS | PRONOUNS:
         words[0] = words[0].lower()
     return " ".join(words)

