@@ -16,10 +16,10 @@ ViT-B/16 image tower, BERT-base text tower, 256-token context). Compute depends 
 not the weights, so the timings carry over to real weights; their scores mean nothing.
 
 Then the whole stage on a run folder (offline profile, and full with NLI and CLIP), and the peak
-resident memory of `microvqa-pp score` in a fresh process at 1x and `--scale` x the QAs (each
-copy with its own text, so nothing comes from the cache).
+resident memory of `microvqa-pp score` in a fresh process at several multiples of the QAs (each
+copy with its own text, so nothing comes from the cache), in work units of 64 QAs.
 
-    PYTHONPATH=src HF_HUB_OFFLINE=1 python benchmarks/signals.py [--repeats 3] [--scale 4]
+    PYTHONPATH=src HF_HUB_OFFLINE=1 python benchmarks/signals.py [--repeats 5] [--offline-scales 1 8] [--full-scales 2 4]
 """
 
 from __future__ import annotations
@@ -231,14 +231,22 @@ def signal_benchmarks(figures: list[Figure], qas: list[QA], nli_model: Path, cli
 # The whole stage, and memory ---------------------------------------------------------------------
 
 
-def stage_seconds(run: RunDir, scratch: Path, name: str, overrides: list[str]) -> tuple[float, int]:
-    """Run stage `score` on a fresh copy of the run (empty cache); return seconds and records."""
-    copy = scratch / name
-    shutil.copytree(run.root, copy)
-    copy_run, config = open_run(str(copy), layers={"overrides": ["signals.device=cpu", *overrides]})
-    started = time.perf_counter()
-    result = run_stage(build_stage("score", copy_run, config))
-    return time.perf_counter() - started, result.count
+def stage_seconds(run: RunDir, scratch: Path, name: str, overrides: list[str], repeats: int) -> tuple[float, int]:
+    """Run stage `score` on fresh copies of the run (empty cache), after one warm-up run.
+
+    Returns the fastest run's seconds and the number of records.
+    """
+    times, count = [], 0
+    for number in range(repeats + 1):
+        copy = scratch / f"{name}-{number}"
+        shutil.copytree(run.root, copy)
+        copy_run, config = open_run(str(copy), layers={"overrides": ["signals.device=cpu", *overrides]})
+        started = time.perf_counter()
+        count = run_stage(build_stage("score", copy_run, config)).count
+        if number > 0:
+            times.append(time.perf_counter() - started)
+        shutil.rmtree(copy)
+    return min(times), count
 
 
 def scaled_run(run: RunDir, scratch: Path, name: str, scale: int) -> Path:
@@ -289,7 +297,8 @@ def child(run_folder: str, overrides: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3, help="Timed rounds per signal after one warm-up run (the fastest is kept).")
-    parser.add_argument("--scale", type=int, default=4, help="Multiple of the QAs for the memory comparison.")
+    parser.add_argument("--offline-scales", type=int, nargs="+", default=[1, 8], help="Multiples of the QAs for the offline memory runs.")
+    parser.add_argument("--full-scales", type=int, nargs="+", default=[2, 4], help="Multiples of the QAs for the full memory runs.")
     parser.add_argument("--batch-size", type=int, default=32, help="signals.batch_size.")
     parser.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     options = parser.parse_args()
@@ -319,8 +328,8 @@ def main() -> None:
             print(f"| {row['signal']} | {row['batches']} | {row['pipeline_s']:.2f} | {row['bare_s']:.2f} | {row['qas_per_s']:.1f} | {row['bare_qas_per_s']:.1f} | {row['ratio']:.3f} |")
 
         full = ["signals.batch_size=" + str(options.batch_size), f"signals.nli_model={nli_model}", f"signals.clip_model={clip_model}"]
-        offline_s, offline_count = stage_seconds(run, scratch, "stage-offline", ["signals.batch_size=" + str(options.batch_size)])
-        full_s, full_count = stage_seconds(run, scratch, "stage-full", full)
+        offline_s, offline_count = stage_seconds(run, scratch, "stage-offline", full[:1], options.repeats)
+        full_s, full_count = stage_seconds(run, scratch, "stage-full", full, options.repeats)
         bare_full = sum(row["bare_s"] for row in rows)
         bare_text = rows[0]["bare_s"]
         print("\n| stage `score` | records | seconds | QAs/s | bare forward s | ratio |")
@@ -330,8 +339,8 @@ def main() -> None:
 
         print("\n| profile | QAs | seconds | peak RSS MiB |")
         print("| --- | ---: | ---: | ---: |")
-        for profile, overrides in (("offline", []), ("full", full[1:])):
-            for scale in (1, options.scale):
+        for profile, overrides, scales in (("offline", full[:1], options.offline_scales), ("full", full, options.full_scales)):
+            for scale in scales:
                 folder = scaled_run(run, scratch, f"memory-{profile}-{scale}", scale)
                 seconds, mebibytes = peak_memory(folder, ["signals.chunk_size=64", *overrides])
                 print(f"| {profile} | {len(qas) * scale} | {seconds:.1f} | {mebibytes:.0f} |")
