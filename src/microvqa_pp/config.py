@@ -50,7 +50,8 @@ class IngestConfig(Section):
     drop_near_duplicates: bool = False
     """Drop near-duplicates instead of only linking them to the first figure of their group."""
     chunk_size: int = Field(default=256, ge=1)
-    """Figures per work unit for parquet and folder sources (a tar shard is always one unit)."""
+    """Figures per work unit of a figure folder; a tar shard, a local parquet row group and a
+    remote parquet file are one unit each."""
 
 
 class AgentConfig(Section):
@@ -122,6 +123,25 @@ class McqConfig(Section):
     """Multiple-choice questions, rationales and checks (stage `mcq`)."""
 
     num_options: int = Field(default=4, ge=2, le=10)
+    chunk_size: int = Field(default=32, ge=1)
+    """QAs per work unit."""
+    max_length_ratio: float = Field(default=1.5, ge=1.0)
+    """A correct option longer than this many times the longest distractor (in characters) is rejected."""
+    max_caption_copy_words: int = Field(default=12, ge=3)
+    """A stem that shares this many consecutive words with the caption is rejected as a copy."""
+    write_attempts: int = Field(default=2, ge=1)
+    """Requests per QA while replies fail validation; each retry states what was wrong (LLM agents only)."""
+    no_image_samples: int = Field(default=3, ge=1)
+    """Text-only answers per question in each round of the no-image check."""
+    no_image_max_accuracy: float = Field(default=0.5, ge=0, le=1)
+    """A question answered correctly without the image in more than this share of samples is flagged."""
+    rewrite_rounds: int = Field(default=2, ge=0)
+    """Rewrites of a flagged question before it is marked `failed`."""
+    blooms: Literal["agent", "classifier"] = "agent"
+    """Source of Bloom's levels: the agent (the offline agent uses the classifier), or always the classifier."""
+    text_model: str | None = models.TEXT_EMBEDDER
+    """Sentence embedder for the Bloom's classifier and the offline no-image check; None uses TF-IDF
+    features and word cues only."""
 
 
 class SplitConfig(Section):

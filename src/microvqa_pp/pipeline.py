@@ -39,8 +39,16 @@ def stage_class(name: str) -> type[Stage] | None:
 
 
 def available_stages() -> list[str]:
-    """Return the names of the stages this version has, in build order."""
-    return [name for name in STAGES if stage_class(name) is not None]
+    """Return the stages this version has, in build order, up to the first one it lacks.
+
+    Each stage reads the output of the one before it, so a stage after a gap could not run.
+    """
+    names = []
+    for name in STAGES:
+        if stage_class(name) is None:
+            break
+        names.append(name)
+    return names
 
 
 def open_run(

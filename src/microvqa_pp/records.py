@@ -263,3 +263,7 @@ class MCQ:
     consistency_score: float
     generator: str
     prompt_version: str
+    span_kind: str = ""
+    """Kind of the correct answer by the MCQ span lexicon or stage 1 (`stain`, `organism`, `quantity:μM`, ... or `other`)."""
+    distractor_source: str = ""
+    """Origin of the distractors: `agent`, or offline `corpus`, `lexicon`, `scaled`, `other-answers` joined by `+`."""

@@ -45,6 +45,20 @@ def test_request_body_and_reply(openai_stub, make_backend, monkeypatch):
     assert seen.body["seed"] == 5
     assert seen.response_format == {"type": "json_schema", "json_schema": {"name": "qa", "schema": schema, "strict": False}}
     assert backend.usage() == {"requests": 1, "prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
+    assert "top_p" not in seen.body
+    assert "presence_penalty" not in seen.body
+
+
+def test_optional_sampling_settings_are_sent(openai_stub, make_backend):
+    openai_stub.enqueue(Reply.text("ok"))
+    backend = make_backend()
+
+    backend.complete([text_request("Which stain?", top_p=0.9, frequency_penalty=0.1, presence_penalty=0.2)])
+
+    [seen] = openai_stub.requests
+    assert seen.body["top_p"] == 0.9
+    assert seen.body["frequency_penalty"] == 0.1
+    assert seen.body["presence_penalty"] == 0.2
 
 
 def test_no_key_sends_no_authorization(openai_stub, make_backend, monkeypatch):

@@ -95,6 +95,9 @@ def test_demo_csv(openai_stub, microvqa_csv: Path, tmp_path: Path) -> None:
     assert first.body["temperature"] == 1.0
     assert first.body["seed"] == 0
     assert first.body["max_tokens"] == 2048
+    assert first.body["top_p"] == 1.0
+    assert first.body["frequency_penalty"] == 0.0
+    assert first.body["presence_penalty"] == 0.0
     assert first.image_urls == []
     assert first.text == build_request(questions[0])[0].messages[0].content[0]
     assert len(openai_stub.requests) == 51

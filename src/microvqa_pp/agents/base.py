@@ -63,6 +63,10 @@ class ChatRequest:
     schema: dict[str, Any] | None = None
     schema_name: str = "reply"
     seed: int | None = None
+    top_p: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    """Sampling settings left as None are not sent, so the server's defaults apply."""
     cache_namespace: str = ""
     """Task name and prompt version; part of the cache key so a new prompt never hits old replies."""
 

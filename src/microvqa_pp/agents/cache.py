@@ -75,6 +75,10 @@ def request_key(model: str, request: ChatRequest, image_digest: Callable[[Path],
         "schema_name": request.schema_name if request.schema is not None else None,
         "extra": extra or {},
     }
+    # Added only when set, so that the keys of replies cached before these fields existed hold.
+    for name in ("top_p", "frequency_penalty", "presence_penalty"):
+        if getattr(request, name) is not None:
+            data[name] = getattr(request, name)
     encoded = json.dumps(data, sort_keys=True, ensure_ascii=False).encode("utf-8")
     return hashlib.sha256(encoded).hexdigest()
 

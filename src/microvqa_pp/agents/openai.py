@@ -51,6 +51,8 @@ FATAL_STATUSES = {
     403: "the server refused access with this API key",
     404: "the server has no such model or endpoint",
 }
+OPTIONAL_SAMPLING = ("top_p", "frequency_penalty", "presence_penalty")
+"""ChatRequest fields sent only when set."""
 LOGGED_REPEATS = 10
 """Retry and failure warnings logged one by one before only every 100th is logged."""
 
@@ -311,6 +313,9 @@ class OpenAIBackend(ChatBackend):
         }
         if request.seed is not None:
             payload["seed"] = request.seed
+        for name in OPTIONAL_SAMPLING:
+            if getattr(request, name) is not None:
+                payload[name] = getattr(request, name)
         if use_schema:
             payload["response_format"] = {
                 "type": "json_schema",

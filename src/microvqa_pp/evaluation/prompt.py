@@ -143,9 +143,8 @@ def build_request(
 ) -> tuple[ChatRequest, str]:
     """Return the chat request for a question and its prompt hash.
 
-    NOTE: MicroVQA's client also sends top_p 1 and zero frequency and presence penalties. Those
-    are OpenAI's defaults, but `ChatRequest` cannot carry them, so a server that fills in the
-    model's own generation defaults instead may sample differently.
+    Like MicroVQA's client, the request also sends top_p 1 and zero frequency and presence
+    penalties, so a server that would fill in a model's own generation defaults samples the same.
     """
     messages = build_messages(item, no_image)
     request = ChatRequest(
@@ -153,6 +152,9 @@ def build_request(
         temperature=temperature,
         max_tokens=max_tokens,
         seed=seed,
+        top_p=1.0,
+        frequency_penalty=0.0,
+        presence_penalty=0.0,
         cache_namespace=template_for(no_image).cache_namespace,
     )
     return request, prompt_hash(item, messages)
