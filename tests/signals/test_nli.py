@@ -87,8 +87,11 @@ def test_long_caption_best_window(tiny_nli_model, elife_figures, tmp_path) -> No
     """A caption longer than the context is windowed; the pair takes its best window."""
     caption = max((figure.caption for figure in elife_figures), key=len)
     hypothesis = "Obligatory cooperation results in partner intermixing."
-    scorer = make_scorer(tiny_nli_model, tmp_path)
-    # Random encoder weights with a live classifier, so the windows get different scores.
+    # A private copy, because loaded models are shared within the process and this test changes
+    # the classifier: random weights instead of zeros, so the windows get different scores.
+    folder = tmp_path / "live-classifier"
+    shutil.copytree(tiny_nli_model, folder)
+    scorer = make_scorer(folder, tmp_path)
     torch.manual_seed(1)
     with torch.no_grad():
         scorer.model.classifier.weight.normal_(0, 5.0)
