@@ -4,8 +4,8 @@ The data are the bundled figures (the BIOMEDICA shard and both eLife folders) an
 the generate stage's offline writer writes for them. For each signal the script runs the
 pipeline's code path: tokenizing, NLI windows, image decoding and preprocessing, the SQLite cache
 and the similarities. It compares that with the bare model forward passes over the same batches,
-measured twice: as the time spent inside the forward passes during the pipeline run itself, and
-as a replay of the recorded batches through the bare model in separate rounds. Pipeline seconds
+measured twice. The first is the time spent inside the forward passes during the pipeline run
+itself; the second replays the recorded batches through the bare model in separate rounds. Pipeline seconds
 over forward seconds is the pipeline's overhead; the target is at most 1.15. The first figure is
 the robust one on a shared machine, because other jobs slow both parts of one run alike. Each
 figure is the fastest of `--repeats` rounds after a warm-up run, every pipeline round with an
@@ -186,11 +186,11 @@ def timed_forwards(recorded: list[tuple[Callable[..., Any], Any, Any]] | None = 
 def compare(name: str, make: Callable[[Path], Any], run_pipeline: Callable[[Any], None], qa_count: int, repeats: int, scratch: Path) -> dict[str, Any]:
     """Time one signal's pipeline path against its model forward passes over the same batches.
 
-    Two bare-forward figures: the time spent inside the forward passes during the pipeline run
-    itself (same batches, same moment, so load from other jobs affects both alike), and a replay
-    of the batches recorded in a warm-up run through the bare model, in separate rounds that
-    alternate with the pipeline rounds. Every pipeline round starts with an empty cache, and the
-    fastest round of each kind is kept.
+    Two bare-forward figures. The first is the time spent inside the forward passes during the
+    pipeline run itself: same batches, same moment, so load from other jobs affects both alike.
+    The second replays the batches recorded in a warm-up run through the bare model, in rounds
+    that alternate with the pipeline rounds. Every pipeline round starts with an empty cache, and
+    the fastest round of each kind is kept.
     """
     recorded: list[tuple[Callable[..., Any], Any, Any]] = []
     with timed_forwards(recorded):
