@@ -23,7 +23,10 @@ from microvqa_pp.log import log_to_file, setup_logging
 
 logger = logging.getLogger("microvqa_pp.cli")
 
-LAZY_COMMANDS: dict[str, str] = {}
+LAZY_COMMANDS: dict[str, str] = {
+    "filter": "microvqa_pp.graph.cli:filter_command",
+    "filter-bench": "microvqa_pp.graph.cli:filter_bench_command",
+}
 """Command name to `module:function` of a click command defined elsewhere."""
 
 

@@ -1,0 +1,128 @@
+"""Mini-batches for graphs larger than one batch: partitions of whole figures (Cluster-GCN style).
+
+Neighbour sampling (`NeighborLoader`) needs pyg-lib or torch-sparse, so large graphs are cut into
+partitions instead: figures are put in an order that keeps similar figures together (the leaf order
+of a random-projection tree over their image and caption embeddings), and consecutive figures are
+grouped until a group holds about `batch_qas` QAs. A partition holds its figures' image, caption
+and QA nodes and every edge between them; similarity edges that cross partitions are dropped, as
+in Cluster-GCN (Chiang et al., KDD 2019). Figure-QA edges never cross, since a figure's QAs stay
+with it. A graph with at most `batch_qas` QAs is one partition, the graph itself.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from microvqa_pp.graph.knn import PROJECTION_POOL, normalise, tree_leaves
+
+logger = logging.getLogger(__name__)
+
+FIGURE_TYPES = ("image", "caption")
+"""Node types with one node per figure, indexed like the figures."""
+
+
+class PartitionedGraph:
+    """A HiCQA-Graph split into partitions; `self[i]` builds partition i as its own HeteroData.
+
+    `qa_ids[i]` holds the global indices of the QAs in partition i, in the order of its nodes.
+    """
+
+    def __init__(self, data, batch_qas: int, seed: int = 0):
+        self.data = data
+        self.batch_qas = batch_qas
+        num_figures = data["image"].num_nodes
+        num_qas = data["qa"].num_nodes
+        qa_figure = data["qa"].figure.numpy()
+
+        if num_qas <= batch_qas:
+            figure_part = np.zeros(num_figures, dtype=np.int64)
+        else:
+            figure_part = _figure_partitions(data, qa_figure, batch_qas, seed)
+        self.num_parts = int(figure_part.max()) + 1 if num_figures else 1
+        self.part_of = {"image": figure_part, "caption": figure_part, "qa": figure_part[qa_figure]}
+
+        # Node ids of each partition, and each node's position inside its partition.
+        self.members: dict[str, list[Tensor]] = {}
+        self.local: dict[str, np.ndarray] = {}
+        for node_type, parts in self.part_of.items():
+            order = np.argsort(parts, kind="stable")
+            bounds = np.searchsorted(parts[order], np.arange(self.num_parts + 1))
+            self.members[node_type] = [torch.from_numpy(order[bounds[i] : bounds[i + 1]]) for i in range(self.num_parts)]
+            local = np.empty(parts.size, dtype=np.int64)
+            local[order] = np.arange(parts.size) - np.repeat(bounds[:-1], np.diff(bounds))
+            self.local[node_type] = local
+        self.qa_ids = self.members["qa"]
+
+        # Edges of each partition, sorted once so that a partition's edges are one slice.
+        self.edges: dict[tuple[str, str, str], tuple[np.ndarray, np.ndarray]] = {}
+        kept = total = 0
+        for edge_type in data.edge_types:
+            source_type, _, target_type = edge_type
+            index = data[edge_type].edge_index.numpy()
+            source_part = self.part_of[source_type][index[0]]
+            inside = source_part == self.part_of[target_type][index[1]]
+            positions = np.nonzero(inside)[0]
+            positions = positions[np.argsort(source_part[positions], kind="stable")]
+            bounds = np.searchsorted(source_part[positions], np.arange(self.num_parts + 1))
+            self.edges[edge_type] = (positions, bounds)
+            kept += positions.size
+            total += index.shape[1]
+        self.kept_edge_share = kept / total if total else 1.0
+        if self.num_parts > 1:
+            logger.info(
+                "graph: %d partitions of about %d QAs; %.1f%% of edges lie inside a partition",
+                self.num_parts,
+                batch_qas,
+                100 * self.kept_edge_share,
+            )
+
+    def __len__(self) -> int:
+        return self.num_parts
+
+    def __getitem__(self, part: int):
+        if self.num_parts == 1:
+            return self.data
+        from torch_geometric.data import HeteroData
+
+        subgraph = HeteroData()
+        for node_type in self.data.node_types:
+            members = self.members[node_type][part]
+            store = self.data[node_type]
+            for key, value in store.items():
+                if isinstance(value, Tensor) and value.dim() > 0 and value.size(0) == store.num_nodes:
+                    subgraph[node_type][key] = value[members]
+            subgraph[node_type].num_nodes = members.numel()
+        for edge_type in self.data.edge_types:
+            source_type, _, target_type = edge_type
+            positions, bounds = self.edges[edge_type]
+            selected = torch.from_numpy(positions[bounds[part] : bounds[part + 1]])
+            index = self.data[edge_type].edge_index[:, selected]
+            local_source = torch.from_numpy(self.local[source_type])[index[0]]
+            local_target = torch.from_numpy(self.local[target_type])[index[1]]
+            subgraph[edge_type].edge_index = torch.stack([local_source, local_target])
+            if "edge_attr" in self.data[edge_type]:
+                subgraph[edge_type].edge_attr = self.data[edge_type].edge_attr[selected]
+        return subgraph
+
+
+def _figure_partitions(data, qa_figure: np.ndarray, batch_qas: int, seed: int) -> np.ndarray:
+    """Assign every figure to a partition so that each holds at most about `batch_qas` QAs."""
+    features = torch.cat([normalise(data["image"].x), normalise(data["caption"].x)], dim=1)
+    generator = torch.Generator().manual_seed(seed)
+    directions = torch.randn(features.size(1), PROJECTION_POOL, generator=generator)
+    projections = (features @ directions).numpy()
+    order, _ = tree_leaves(projections, leaf_size=16, rng=np.random.default_rng(seed))
+
+    qas_per_figure = np.bincount(qa_figure, minlength=features.size(0))[order]
+    # Cut the ordered figures whenever the running QA count passes a multiple of `batch_qas`.
+    cumulative = np.cumsum(qas_per_figure) - qas_per_figure
+    parts_in_order = cumulative // batch_qas
+    figure_part = np.empty(order.size, dtype=np.int64)
+    figure_part[order] = parts_in_order
+    # Renumber so that partition ids are 0..P-1 without gaps.
+    _, figure_part = np.unique(figure_part, return_inverse=True)
+    return figure_part.astype(np.int64)

@@ -1,0 +1,77 @@
+"""Score the QAs of one graph: train the HiCQA-Graph, predict both heads, fuse, and score baselines."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from microvqa_pp.config import FilterConfig
+from microvqa_pp.graph.baselines import baseline_scores
+from microvqa_pp.graph.build import GraphArrays, build_graph, describe
+from microvqa_pp.graph.partition import PartitionedGraph
+from microvqa_pp.graph.signals import SignalSpec, signal_index
+from microvqa_pp.graph.train import TrainingResult, fit, fuse, predict_heads, score_folds
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GraphScores:
+    """Per-QA scores of one graph, aligned with its QA nodes.
+
+    `heads` [Q, 2] holds the `nli` and `alignment` head probabilities and `fused` [Q] the
+    consistency score; both are None when only baselines were computed. `baselines` maps each
+    baseline method to its scores (NaN where its signal is missing).
+    """
+
+    spec: SignalSpec
+    baselines: dict[str, np.ndarray]
+    judge: np.ndarray
+    heads: np.ndarray | None = None
+    fused: np.ndarray | None = None
+    training: TrainingResult | None = None
+    graph_counts: dict[str, int] | None = None
+
+    def method_scores(self, method: str) -> np.ndarray:
+        """Return the scores that rank QAs under a filter method (`graph` or a baseline)."""
+        if method == "graph":
+            if self.fused is None:
+                raise ValueError("the graph was not trained for these scores")
+            return self.fused
+        return self.baselines[method]
+
+
+def score_graph(arrays: GraphArrays, settings: FilterConfig, seed: int = 0, *, train_graph: bool = True) -> GraphScores:
+    """Compute baseline scores and, with `train_graph`, train the graph and compute its scores."""
+    spec = SignalSpec.fit(arrays.signals)
+    result = GraphScores(
+        spec=spec,
+        baselines=baseline_scores(arrays.signals),
+        judge=arrays.signals[:, signal_index("judge_score")].astype(np.float64),
+    )
+    if not train_graph or arrays.num_qas == 0:
+        return result
+
+    data = build_graph(
+        arrays,
+        spec,
+        knn_k=settings.knn_k,
+        exact_below=settings.knn_exact_below,
+        trees=settings.knn_trees,
+        seed=seed,
+    )
+    result.graph_counts = describe(data)
+    logger.info(
+        "filter: graph of %d images, %d captions and %d QAs with %d edges",
+        data["image"].num_nodes,
+        data["caption"].num_nodes,
+        data["qa"].num_nodes,
+        sum(data[edge_type].num_edges for edge_type in data.edge_types),
+    )
+    graph = PartitionedGraph(data, settings.batch_qas, seed=seed)
+    result.training = fit(graph, spec, settings, seed=seed)
+    result.heads = predict_heads(result.training.model, graph, spec, score_folds(arrays.num_qas, seed))
+    result.fused = fuse(result.heads, result.judge, settings, result.training.explained_variance)
+    return result
