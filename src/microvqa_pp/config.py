@@ -130,6 +130,9 @@ class FilterConfig(Section):
     """Share of QA nodes whose weak labels are kept out of training, for early stopping."""
     batch_qas: int = Field(default=50_000, ge=1)
     """Graphs with more QA nodes are trained and scored in partitions of about this many QAs."""
+    threads: int | None = Field(default=None, ge=1)
+    """CPU threads for training and scoring; None: one thread below 20,000 QAs, where tensors are too
+    small to repay the synchronisation of several, and PyTorch's default above."""
 
     # Fusion of the consistency score: a weighted mean of log-odds.
     nli_weight: float = Field(default=1.0, ge=0)

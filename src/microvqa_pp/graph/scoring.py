@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -15,6 +17,23 @@ from microvqa_pp.graph.signals import SignalSpec, signal_index
 from microvqa_pp.graph.train import TrainingResult, fit, fuse, predict_heads, score_folds
 
 logger = logging.getLogger(__name__)
+
+SINGLE_THREAD_BELOW = 20_000
+"""QA count under which training runs on one CPU thread unless `filter.threads` says otherwise."""
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run the block with `count` PyTorch CPU threads (None: leave the setting alone)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @dataclass
@@ -71,7 +90,8 @@ def score_graph(arrays: GraphArrays, settings: FilterConfig, seed: int = 0, *, t
         sum(data[edge_type].num_edges for edge_type in data.edge_types),
     )
     graph = PartitionedGraph(data, settings.batch_qas, seed=seed)
-    result.training = fit(graph, spec, settings, seed=seed)
-    result.heads = predict_heads(result.training.model, graph, spec, score_folds(arrays.num_qas, seed))
+    with torch_threads(settings.threads or (1 if arrays.num_qas < SINGLE_THREAD_BELOW else None)):
+        result.training = fit(graph, spec, settings, seed=seed)
+        result.heads = predict_heads(result.training.model, graph, spec, score_folds(arrays.num_qas, seed))
     result.fused = fuse(result.heads, result.judge, settings, result.training.explained_variance)
     return result
