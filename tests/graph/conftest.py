@@ -50,7 +50,12 @@ TEMPLATES = {
 
 
 def statement(qa: QA) -> str:
-    """The QA restated as a sentence: the template's statement with the answer filled in."""
+    """The QA restated as a sentence: the template's statement with the answer filled in.
+
+    QAs that were not cut by `cloze_qas` (for example imported ones) become `QUESTION ANSWER.`.
+    """
+    if qa.generator != "test-cloze":
+        return f"{qa.question} {qa.answer}."
     prefix = qa.support_sentence.rstrip(".").removesuffix(qa.answer).strip()
     return TEMPLATES[qa.task][1].format(prefix=prefix, answer=qa.answer)
 
@@ -183,6 +188,16 @@ def sample(tmp_path_factory, biomedica_shard, elife_folder, elife_small_folder) 
     score = ReferenceSignals(run.root)
     signals, embeddings = score(figures, qas)
     return Sample(run.root, figures, qas, signals, embeddings, score)
+
+
+@pytest.fixture(scope="session")
+def make_scored_run(sample) -> Callable[..., RunDir]:
+    """Return a function that creates a run folder at ROOT with the sample scored (see write_scored_run)."""
+
+    def make(root: Path, settings: dict | None = None) -> RunDir:
+        return write_scored_run(root, sample, settings)
+
+    return make
 
 
 def write_scored_run(root: Path, sample: Sample, settings: dict | None = None) -> RunDir:

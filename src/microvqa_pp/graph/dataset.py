@@ -4,7 +4,8 @@
 
 - a parquet file in the MicroVQA++ release schema: `image_name`, `image` (`{bytes, path}`),
   `question`, `correct_answer` (or `choices` with a 1-based `correct_index`), `image_caption`
-  and optionally `task_str`. The QA is the question with its correct answer.
+  and optionally `task_str`. The QA is the question with its correct answer, without the
+  option number that the release puts in front of it (`2) `).
 - a JSONL file with one QA per line: `image` (a path relative to the file, also read from
   `image_path`), `caption`, `question`, `answer`, and optionally `task_str` or `task`.
 
@@ -95,7 +96,7 @@ def read_parquet_rows(path: Path) -> Iterator[InputRow]:
                 image=image_bytes if isinstance(image_bytes, bytes) and image_bytes else None,
                 caption=row.get("image_caption"),
                 question=str(row.get("question") or ""),
-                answer=str(row.get("correct_answer") or _choice_answer(row)),
+                answer=_CHOICE_PREFIX.sub("", str(row.get("correct_answer") or "")) or _choice_answer(row),
                 task_str=str(row.get("task_str") or ""),
             )
             number += 1

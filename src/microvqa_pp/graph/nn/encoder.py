@@ -26,6 +26,12 @@ class HiCQAEncoder(torch.nn.Module):
         \mathrm{Dropout}\left(\mathrm{ReLU}\left(\sum_{r} \mathrm{conv}_r\left(\mathbf{h}^{(l)},
         \mathcal{N}_r(v)\right)\right)\right)\right)
 
+    GATv2 reads edge features only in its attention weights, which are normalised over a node's
+    incoming edges of one relation. A QA node has one caption and one image, so those messages
+    get weight 1 and the QA's own signals reach it through its node input; the edge features
+    steer attention where a node has several neighbours, as when a caption or an image weighs
+    the QAs of its figure by their signals, and so reach the QA's siblings in the next round.
+
     Args:
         in_channels (dict[str, int]): Input width of every node type.
         edge_types (list[tuple[str, str, str]]): All relations of the graph.
