@@ -28,6 +28,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "filter-bench": "microvqa_pp.graph.cli:filter_bench_command",
 }
 """Command name to `module:function` of a click command defined elsewhere."""
+LAZY_COMMANDS["eval"] = "microvqa_pp.evaluation.cli:eval_command"
 
 
 class LazyGroup(click.Group):
@@ -107,16 +108,32 @@ def main(verbose: int, quiet: bool) -> None:
 
 
 def _open(out: str, sources_spec: tuple[str, ...] | None, options: dict[str, Any]):
+    """Open or create the run folder RUN for this command, holding its lock until the command ends."""
     from microvqa_pp.pipeline import open_run
+    from microvqa_pp.run.rundir import RunDir
     from microvqa_pp.sources import locate_sources
 
     sources = None
     if sources_spec:
-        sources = locate_sources(list(sources_spec), options.get("source_kind") or "auto")
+        kind = options.get("source_kind") or _stored_source_kind(out)
+        sources = locate_sources(list(sources_spec), kind)
+    RunDir(out).acquire_lock()
+    click.get_current_context().call_on_close(RunDir(out).release_lock)
     run, config = open_run(out, create=sources is not None, sources=sources, layers=config_layers(options))
     log_to_file(run.logs_dir / "run.log")
     logger.info("microvqa-pp %s: %s", __version__, " ".join(sys.argv[1:]))
     return run, config
+
+
+def _stored_source_kind(out: str) -> str:
+    """Return the `--source-kind` an earlier command stored in the run folder, or `auto`."""
+    from microvqa_pp.run.rundir import RunDir
+
+    run = RunDir(out)
+    if not run.exists():
+        return "auto"
+    stored = (run.read_manifest().get("config") or {}).get("ingest") or {}
+    return stored.get("source_kind", "auto")
 
 
 SOURCE_KIND = click.option(
@@ -189,7 +206,11 @@ def stage_command(name: str, summary: str) -> click.Command:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @handle_errors
 def status(run_folder: str, as_json: bool) -> None:
-    """Print each stage's state, record count, rejections and output file."""
+    """Print each stage's state, record count, rejections and output file.
+
+    A stage whose command was killed stays `running` in the manifest; the table shows it as
+    `running (process gone)`. Run the same command again to resume it.
+    """
     from microvqa_pp.pipeline import STAGES
     from microvqa_pp.run.rundir import RunDir
 
@@ -215,7 +236,7 @@ def format_status(run: Any, names: list[str]) -> str:
         info = run.stage_info(name)
         rejected = sum(info.rejected.values())
         reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(info.rejected.items(), key=lambda item: -item[1]))
-        rows.append((name, info.state, str(info.count), f"{rejected} ({reasons})" if rejected else "0", info.output))
+        rows.append((name, info.state_text, str(info.count), f"{rejected} ({reasons})" if rejected else "0", info.output))
     widths = [max(len(row[column]) for row in rows) for column in range(4)]
     lines = []
     for row in rows:

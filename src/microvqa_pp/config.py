@@ -50,7 +50,8 @@ class IngestConfig(Section):
     drop_near_duplicates: bool = False
     """Drop near-duplicates instead of only linking them to the first figure of their group."""
     chunk_size: int = Field(default=256, ge=1)
-    """Figures per work unit for parquet and folder sources (a tar shard is always one unit)."""
+    """Figures per work unit of a figure folder; a tar shard, a local parquet row group and a
+    remote parquet file are one unit each."""
 
 
 class AgentConfig(Section):
@@ -69,6 +70,13 @@ class AgentConfig(Section):
     temperature: float = Field(default=0.0, ge=0)
     max_tokens: int = Field(default=2048, ge=1)
     cache: bool = True
+    """Store replies in RUN/cache/llm.sqlite and reuse them, so a rerun sends no repeated request."""
+    retry_base_s: float = Field(default=1.0, gt=0)
+    """First back-off delay in seconds; it doubles with each retry (with full jitter)."""
+    retry_max_s: float = Field(default=60.0, gt=0)
+    """Maximum back-off delay in seconds, also the cap on a server's `Retry-After`."""
+    structured_output: bool = True
+    """Request JSON through `response_format` json_schema; servers that reject it get plain requests."""
 
 
 class GenerateConfig(Section):
@@ -147,6 +155,25 @@ class McqConfig(Section):
     """Multiple-choice questions, rationales and checks (stage `mcq`)."""
 
     num_options: int = Field(default=4, ge=2, le=10)
+    chunk_size: int = Field(default=32, ge=1)
+    """QAs per work unit."""
+    max_length_ratio: float = Field(default=1.5, ge=1.0)
+    """A correct option longer than this many times the longest distractor (in characters) is rejected."""
+    max_caption_copy_words: int = Field(default=12, ge=3)
+    """A stem that shares this many consecutive words with the caption is rejected as a copy."""
+    write_attempts: int = Field(default=2, ge=1)
+    """Requests per QA while replies fail validation; each retry states what was wrong (LLM agents only)."""
+    no_image_samples: int = Field(default=3, ge=1)
+    """Text-only answers per question in each round of the no-image check."""
+    no_image_max_accuracy: float = Field(default=0.5, ge=0, le=1)
+    """A question answered correctly without the image in more than this share of samples is flagged."""
+    rewrite_rounds: int = Field(default=2, ge=0)
+    """Rewrites of a flagged question before it is marked `failed`."""
+    blooms: Literal["agent", "classifier"] = "agent"
+    """Source of Bloom's levels: the agent (the offline agent uses the classifier), or always the classifier."""
+    text_model: str | None = models.TEXT_EMBEDDER
+    """Sentence embedder for the Bloom's classifier and the offline no-image check; None uses TF-IDF
+    features and word cues only."""
 
 
 class SplitConfig(Section):
@@ -157,6 +184,33 @@ class SplitConfig(Section):
 
 class ExportConfig(Section):
     """Release files (stage `export`)."""
+
+
+class EvalConfig(Section):
+    """Evaluation of a model on MicroVQA-layout data (`microvqa-pp eval`).
+
+    The OpenAI-compatible server's address, key, retries and concurrency come from `agent`.
+    """
+
+    backend: Literal["openai", "transformers"] = "openai"
+    no_image: Literal["off", "reference", "choices-only", "last-sentence"] = "off"
+    temperature: float = Field(default=1.0, ge=0)
+    """MicroVQA's reference client samples at temperature 1 (its default), so this does too."""
+    max_tokens: int = Field(default=2048, ge=1)
+    limit: int | None = Field(default=None, ge=1)
+    """Evaluate a seeded random sample of this many questions; None takes all."""
+    batch_size: int = Field(default=32, ge=1)
+    """Questions per checkpoint of a resumable evaluation; the OpenAI-compatible backend uses at
+    least twice `agent.concurrency`, so that every request slot stays busy."""
+    max_image_side: int | None = Field(default=None, ge=32)
+    """Shrink images whose longer side exceeds this many pixels; None sends them at full size,
+    as MicroVQA's reference client does (and leaves resizing to a local model's processor)."""
+    split: str | None = None
+    """Split of a Hugging Face data set; None takes its only split."""
+    device: str = "auto"
+    """Torch device of the transformers backend: auto, cpu, cuda, cuda:1, mps."""
+    dtype: str = "auto"
+    """Torch dtype of the transformers backend: auto (the checkpoint's), float32, bfloat16, ..."""
 
 
 class Config(Section):
@@ -177,6 +231,7 @@ class Config(Section):
     mcq: McqConfig = Field(default_factory=McqConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
 
     def section_fingerprint(self, *keys: str) -> str:
         """Return a short hash of the named top-level settings, for cache keys and resume checks."""

@@ -19,3 +19,15 @@ class SourceError(MicroVQAError):
 
 class MissingDependencyError(MicroVQAError, ImportError):
     """An optional package that the requested feature needs is not installed."""
+
+
+class UnitError(MicroVQAError):
+    """A failure confined to one work unit, such as a source file that cannot be downloaded.
+
+    The stage finishes its other units and then fails; a rerun retries the failed units. Any
+    other exception stops the stage at once (the finished units are kept either way).
+    """
+
+
+class DownloadError(SourceError, UnitError):
+    """A file that could not be downloaded: not found, or the transfer kept failing."""

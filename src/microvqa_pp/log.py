@@ -9,13 +9,25 @@ FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 NOISY_LOGGERS = ("httpx", "httpcore", "urllib3", "filelock", "huggingface_hub", "sentence_transformers", "PIL")
 
 
+class _ProgressAwareHandler(logging.StreamHandler):
+    """Writes log lines to standard error above any tqdm progress bar instead of through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 - logging must never raise; this is logging's own policy
+            self.handleError(record)
+
+
 def setup_logging(verbosity: int = 0) -> None:
     """Log INFO and above to standard error (DEBUG with verbosity >= 1, WARNING with verbosity < 0)."""
     level = logging.DEBUG if verbosity > 0 else logging.WARNING if verbosity < 0 else logging.INFO
     root = logging.getLogger("microvqa_pp")
     root.setLevel(logging.DEBUG)
     if not any(getattr(handler, "_microvqa_console", False) for handler in root.handlers):
-        handler = logging.StreamHandler()
+        handler = _ProgressAwareHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
         handler._microvqa_console = True  # type: ignore[attr-defined]
         root.addHandler(handler)

@@ -160,6 +160,13 @@ class QA:
     generator: str
     template_generated: bool
     prompt_version: str
+    answer_kind: str = "other"
+    """What the answer is: a kind of `generate.spans.SPAN_KINDS` ("stain", "organism",
+    "concentration", ...) or "other". Multiple-choice distractors come from answers of the same
+    kind in other captions."""
+    panel: str = ""
+    """The panel label of the supporting sentence as written in the caption ("B", "C and D"), or
+    empty when the sentence has no label of its own."""
 
 
 @dataclass
@@ -257,3 +264,7 @@ class MCQ:
     consistency_score: float
     generator: str
     prompt_version: str
+    span_kind: str = ""
+    """Kind of the correct answer by the MCQ span lexicon or stage 1 (`stain`, `organism`, `quantity:μM`, ... or `other`)."""
+    distractor_source: str = ""
+    """Origin of the distractors: `agent`, or offline `corpus`, `lexicon`, `scaled`, `other-answers` joined by `+`."""

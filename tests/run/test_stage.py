@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 
 from microvqa_pp.config import load_config
+from microvqa_pp.errors import DownloadError, SourceError
 from microvqa_pp.records import Rejection
 from microvqa_pp.run.executor import LocalExecutor
 from microvqa_pp.run.rundir import RunDir
@@ -130,3 +131,148 @@ def test_missing_upstream_stage_is_an_error(run):
 
     with pytest.raises(MicroVQAError, match="needs the output of stage 'square'"):
         run_stage(Downstream(run, load_config()))
+
+
+class FlakyStage(SquareStage):
+    """Units listed in `failing` raise `error`: a DownloadError by default, as a failed download does."""
+
+    name = "flaky"
+    failing: set[str] = set()
+    error: type[Exception] = DownloadError
+
+    def process(self, unit, progress):
+        if unit.unit_id in FlakyStage.failing:
+            raise FlakyStage.error(f"cannot read unit {unit.unit_id}")
+        return super().process(unit, progress)
+
+
+def test_failed_unit_lets_others_finish(run):
+    from microvqa_pp.run.stage import StageIncomplete
+
+    FlakyStage.failing = {"0010", "0030"}
+    FlakyStage.error = DownloadError
+    with pytest.raises(StageIncomplete, match=r"2 of 5 work units of stage 'flaky' failed \(first: unit 0010: DownloadError: cannot read unit 0010\)"):
+        run_stage(FlakyStage(run, load_config()))
+    assert SquareStage.processed == ["0000", "0020", "0040"]
+    assert run.stage_info("flaky").state == "failed"
+    assert not run.stage_output("flaky").exists()
+
+    FlakyStage.failing = set()
+    SquareStage.processed = []
+    result = run_stage(FlakyStage(run, load_config()))
+    assert SquareStage.processed == ["0010", "0030"]
+    assert result.count == 46
+
+
+def test_other_errors_stop_the_stage(run):
+    FlakyStage.failing = {"0010", "0030"}
+    FlakyStage.error = SourceError
+    with pytest.raises(SourceError, match="cannot read unit 0010"):
+        run_stage(FlakyStage(run, load_config()))
+    FlakyStage.error = DownloadError
+
+    assert SquareStage.processed == ["0000"]
+    assert run.stage_info("flaky").state == "failed"
+    assert sorted(path.name for path in run.stage_parts("flaky").glob("*.parquet")) == ["0000.parquet", "0000.rejected.parquet"]
+
+
+def test_changed_plan_discards_parts(run):
+    config = load_config()
+    SquareStage.fail_on_unit = "0020"
+    with pytest.raises(RuntimeError):
+        run_stage(SquareStage(run, config, total=50))
+
+    SquareStage.fail_on_unit = None
+    SquareStage.processed = []
+    result = run_stage(SquareStage(run, config, total=45))
+    assert SquareStage.processed == ["0000", "0010", "0020", "0030", "0040"]
+    assert result.count == 45 - 3  # 7, 21 and 35 are rejected
+
+
+def test_unreadable_part_is_redone(run):
+    config = load_config()
+    SquareStage.fail_on_unit = "0020"
+    with pytest.raises(RuntimeError):
+        run_stage(SquareStage(run, config))
+    (run.stage_parts("square") / "0010.parquet").write_bytes(b"not parquet")
+
+    SquareStage.fail_on_unit = None
+    SquareStage.processed = []
+    run_stage(SquareStage(run, config))
+    assert SquareStage.processed == ["0010", "0020", "0030", "0040"]
+    values = [record.value for record in read_records(run.stage_output("square"), Number)]
+    assert len(values) == len(set(values)) == 46
+
+
+class EvenOnlyStage(SquareStage):
+    """Its `finish` drops odd values, as de-duplication drops records after the units ran."""
+
+    name = "even"
+
+    def finish(self, tables, rejections):
+        import pyarrow.compute as pc
+
+        for table in tables:
+            odd = pc.equal(pc.bit_wise_and(table["value"], 1), 1)
+            rejections.extend(Rejection(self.name, str(value), "odd") for value in table.filter(odd)["value"].to_pylist())
+            yield table.filter(pc.invert(odd))
+
+
+def test_limit_counts_records_after_finish(run):
+    result = run_stage(EvenOnlyStage(run, load_config("offline", {"limit": 12})))
+
+    values = [record.value for record in read_records(run.stage_output("even"), Number)]
+    assert values == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22]
+    assert result.count == 12
+    assert SquareStage.processed == ["0000", "0010", "0020"]
+    assert result.rejected == {"odd": 13, "odd_multiple_of_seven": 2}
+
+
+def test_limit_with_workers_leaves_no_parts(run):
+    executor = LocalExecutor(workers=2)
+    try:
+        result = run_stage(SquareStage(run, load_config("offline", {"limit": 12})), executor)
+    finally:
+        executor.close()
+
+    values = [record.value for record in read_records(run.stage_output("square"), Number)]
+    assert values == [0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12]
+    assert result.count == 12
+    assert not run.stage_parts("square").exists()
+
+
+def test_parts_removed_only_after_done(run, monkeypatch):
+    states_at_cleanup = []
+    original = SquareStage.cleanup
+
+    def cleanup(self):
+        states_at_cleanup.append((run.stage_info("square").state, self.run.stage_parts("square").exists()))
+        original(self)
+
+    monkeypatch.setattr(SquareStage, "cleanup", cleanup)
+    run_stage(SquareStage(run, load_config()))
+    assert states_at_cleanup == [("done", True)]
+    assert not run.stage_parts("square").exists()
+
+
+def test_stale_temporary_output_is_removed(run):
+    stale = run.stage_output("square").with_name(".square.parquet.999999.tmp")
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"left by a killed process")
+
+    run_stage(SquareStage(run, load_config()))
+    assert not stale.exists()
+    assert sorted(path.name for path in run.stages_dir.iterdir()) == ["square.parquet", "square.rejected.parquet"]
+
+
+def test_manifest_records_counts_and_stats(run):
+    run_stage(SquareStage(run, load_config()))
+
+    entry = run.read_manifest()["stages"]["square"]
+    assert entry["state"] == "done"
+    assert entry["count"] == 46
+    assert entry["rejected"] == {"odd_multiple_of_seven": 4}
+    assert entry["stats"] == {"seen": 50}
+    assert entry["output"] == "stages/square.parquet"
+    assert entry["error"] is None
+    assert entry["seconds"] >= 0

@@ -26,6 +26,8 @@ from typing import Any, ClassVar, Generic, Iterator, Sequence, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from microvqa_pp.errors import MicroVQAError
+
 logger = logging.getLogger(__name__)
 
 ItemT = TypeVar("ItemT")
@@ -79,6 +81,14 @@ class ChatReply:
 
 class ReplyError(ValueError):
     """A reply that does not parse or validate; the message says what is wrong."""
+
+
+class BackendError(MicroVQAError):
+    """A backend failure that concerns every request, such as a rejected API key or unknown model.
+
+    Unlike a failed request, which becomes an error reply, this stops the stage: every later
+    request would fail the same way.
+    """
 
 
 class ChatBackend(ABC):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from microvqa_pp.run.rundir import RunDir, atomic_write_bytes
+from microvqa_pp.run.rundir import RunDir
 
 
 def image_relative_path(sha256: str, extension: str) -> str:
@@ -16,8 +17,27 @@ def store_image(run: RunDir, sha256: str, extension: str, data: bytes) -> str:
     """Write the image unless it is stored already; return its path relative to the run folder."""
     relative = image_relative_path(sha256, extension)
     target = run.root / relative
-    if not target.exists():
-        atomic_write_bytes(target, data)
+    if target.exists():
+        return relative
+
+    # Write a temporary file and rename it, so that the store never contains a partial image. The
+    # folder is created only when the first write into it fails, which saves a call per image.
+    # NOTE: no fsync, which costs more than decoding the image on some disks; after a power
+    # failure an image file may be empty. Its name is the SHA-256 of its bytes, so re-hashing the
+    # stored files finds such a file.
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        handle = open(temporary, "wb")
+    except FileNotFoundError:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(temporary, "wb")
+    try:
+        with handle:
+            handle.write(data)
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     return relative
 
 

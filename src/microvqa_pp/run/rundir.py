@@ -11,12 +11,14 @@ Layout of a run folder `RUN/`:
     cache/                      LLM responses (SQLite) and embeddings
     logs/run.log                the log of every command run on this folder
     export/, report/            the release files and the data-set report
+    .lock                       held by the command that is running stages on this folder
 
 Only the main process writes the manifest; workers write their own part files.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -32,6 +34,11 @@ from typing import Any, Iterator, Literal
 
 from microvqa_pp import __version__
 from microvqa_pp.errors import MicroVQAError
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 StageState = Literal["pending", "running", "done", "failed"]
 
@@ -53,26 +60,32 @@ RECORDED_PACKAGES = (
 )
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the whole new one, never a part."""
+def atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
+    """Write `data` to `path` so that readers see the old file or the whole new one, never a part.
+
+    With `fsync=False` the data may still be in the page cache when this returns: a killed
+    process leaves a complete file, but a power failure may leave an empty one.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
+            if fsync:
+                stream.flush()
+                os.fsync(stream.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str, *, fsync: bool = True) -> None:
     """Write text atomically (see atomic_write_bytes)."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, text.encode("utf-8"), fsync=fsync)
 
 
+@functools.cache
 def package_versions() -> dict[str, str]:
     """Return the installed versions of the packages that change a run's results."""
     versions = {"python": platform.python_version()}
@@ -92,6 +105,17 @@ class StageInfo:
     count: int
     rejected: dict[str, int]
     output: str
+    process_gone: bool = False
+    """The stage is recorded as running, but no process has the run folder's lock (it was killed)."""
+
+    @property
+    def state_text(self) -> str:
+        """The state for people: `running (process gone)` for a stage whose process was killed."""
+        return f"{self.state} (process gone)" if self.process_gone else self.state
+
+
+_HELD_LOCKS: dict[str, int] = {}
+"""Lock files this process holds, by absolute path, with their open file descriptors."""
 
 
 class RunDir:
@@ -140,7 +164,7 @@ class RunDir:
                     "created_at": _now(),
                     "config": None,
                     "sources": [],
-                    "packages": package_versions(),
+                    "packages": dict(package_versions()),
                     "stages": {},
                     "notes": {},
                     "usage": {},
@@ -185,11 +209,13 @@ class RunDir:
 
     def stage_info(self, stage: str) -> StageInfo:
         entry = self.stage_entry(stage)
+        state = entry.get("state", "pending")
         return StageInfo(
-            state=entry.get("state", "pending"),
+            state=state,
             count=int(entry.get("count", 0)),
             rejected=dict(entry.get("rejected", {})),
             output=entry.get("output", self.relative(self.stage_output(stage))),
+            process_gone=state == "running" and not self.in_use(),
         )
 
     def add_note(self, key: str, text: str) -> None:
@@ -203,6 +229,73 @@ class RunDir:
             totals = manifest.setdefault("usage", {}).setdefault(key, {})
             for name, value in counts.items():
                 totals[name] = totals.get(name, 0) + value
+
+
+    # Lock --------------------------------------------------------------------------------
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / ".lock"
+
+    def acquire_lock(self) -> None:
+        """Hold the run folder's lock until this process exits, so two commands never run at once.
+
+        Raises MicroVQAError when another process has it. Taking it again in the same process
+        is a no-op. The operating system releases the lock when the process ends, also when it is
+        killed, so a killed run never leaves a stale lock. Worker processes forked from this one
+        inherit it.
+
+        NOTE: the lock is an advisory `flock`; on Windows (no fcntl) it is not taken, and on some
+        network file systems it only excludes processes on the same machine.
+        """
+        key = str(self.lock_path.resolve())
+        if fcntl is None or key in _HELD_LOCKS:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(descriptor, 200).decode("utf-8", "replace").strip() or "unknown"
+            os.close(descriptor)
+            raise MicroVQAError(
+                f"run folder {self.root} is in use by another microvqa-pp process ({holder}); "
+                "wait for it to finish or stop it, then run the command again"
+            ) from None
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+        _HELD_LOCKS[key] = descriptor
+
+    def release_lock(self) -> None:
+        """Release the lock taken by `acquire_lock` in this process, if any."""
+        descriptor = _HELD_LOCKS.pop(str(self.lock_path.resolve()), None)
+        if descriptor is not None:
+            os.close(descriptor)
+
+    def in_use(self) -> bool:
+        """Return True when a process (this one included) has the run folder's lock."""
+        if fcntl is None:
+            return True
+        if str(self.lock_path.resolve()) in _HELD_LOCKS:
+            return True
+        if not self.lock_path.exists():
+            return False
+        descriptor = os.open(self.lock_path, os.O_RDONLY)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(descriptor)
+        return False
+
+
+def forget_inherited_locks() -> None:
+    """Close the lock descriptors a forked worker inherited, so the lock lives only as long as
+    the process that took it (a worker left over from a killed command does not keep it)."""
+    for descriptor in _HELD_LOCKS.values():
+        os.close(descriptor)
+    _HELD_LOCKS.clear()
 
 
 def _now() -> str:

@@ -5,9 +5,9 @@ records, plus the items it rejected with a reason. Two kinds exist:
 
 - `Stage`: a global step (train a graph, split the data set) that implements `execute`.
 - `ChunkedStage`: a streaming step that splits its input into work units (`plan`), turns each
-  unit into records (`process`) and optionally post-processes the whole stream (`finish`). Each
-  finished unit is written to its own part file at once, so a killed run resumes with the
-  units that are missing and never writes a record twice.
+  unit into records (`process`) and optionally post-processes the stream of units in order
+  (`finish`). Each finished unit is written to its own part file at once, so a killed run
+  resumes with the units that are missing and never writes a record twice.
 
 `run_stage` skips a stage whose output is complete and whose fingerprint (its settings and the
 fingerprints of its inputs) is unchanged, and reruns it from scratch when the fingerprint changed.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from abc import ABC, abstractmethod
@@ -31,14 +32,16 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from microvqa_pp.config import Config
-from microvqa_pp.errors import MicroVQAError
-from microvqa_pp.records import Rejection, arrow_schema, to_table
+from microvqa_pp.errors import MicroVQAError, UnitError
+from microvqa_pp.records import Rejection, arrow_schema, from_table, to_table
 from microvqa_pp.run.executor import Executor, LocalExecutor
 from microvqa_pp.run.rundir import RunDir, _now, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
 COUNTERS_KEY = b"microvqa_pp.counters"
+FINGERPRINT_FILE = "FINGERPRINT"
+PLAN_FILE = "PLAN"
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ class WorkUnit:
 
 @dataclass
 class UnitResult:
-    """What `ChunkedStage.process` returns for one unit."""
+    """The records, rejections and counters of one processed unit (`ChunkedStage.process`)."""
 
     records: list[Any] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
@@ -70,6 +73,11 @@ class StageResult:
     count: int
     rejected: dict[str, int]
     stats: dict[str, Any] = field(default_factory=dict)
+
+
+class StageIncomplete(MicroVQAError):
+    """Some work units of a stage failed with a UnitError; the others are kept, and a rerun
+    retries the failed ones."""
 
 
 class Stage(ABC):
@@ -113,6 +121,9 @@ class Stage(ABC):
     def execute(self, executor: Executor) -> StageResult:
         """Do the stage's work, write `output_path` and `rejected_path`, and return the totals."""
 
+    def cleanup(self) -> None:
+        """Remove intermediate files; `run_stage` calls this once the stage is recorded as done."""
+
     # Helpers for subclasses -------------------------------------------------------------------
 
     def write_output(self, records: list[Any]) -> None:
@@ -124,7 +135,12 @@ class Stage(ABC):
 
 
 class ChunkedStage(Stage):
-    """A streaming stage: work units processed independently, then merged in order."""
+    """A streaming stage: work units processed independently, then merged in order.
+
+    The merge pulls units in plan order: `finish` receives each unit's table as soon as that
+    unit and every unit before it are done, while later units are still being processed. Once
+    the output contains `stop_after()` records, no further unit is scheduled.
+    """
 
     def plan(self) -> list[WorkUnit]:
         """Split the input into work units, in a stable order."""
@@ -135,83 +151,77 @@ class ChunkedStage(Stage):
         raise NotImplementedError
 
     def stop_after(self) -> int | None:
-        """Stop scheduling units once this many records are done (None: process every unit)."""
+        """Return the record count at which the stage stops (None: process every unit).
+
+        The rejections and counters then cover every unit that was merged, including the part of
+        the last one beyond the limit.
+        """
         return None
 
     def finish(self, tables: Iterator[pa.Table], rejections: list[Rejection]) -> Iterator[pa.Table]:
-        """Post-process the merged stream of part tables; may append to `rejections`."""
+        """Post-process the stream of part tables, in unit order; may append to `rejections`.
+
+        `tables` is lazy: the rejections of a unit are in `rejections` once its table is yielded.
+        """
         return tables
 
     # The run loop --------------------------------------------------------------------------
 
     def execute(self, executor: Executor) -> StageResult:
-        parts_dir = self.run.stage_parts(self.name)
-        parts_dir.mkdir(parents=True, exist_ok=True)
         units = self.plan()
-        done_ids = {path.name.removesuffix(".parquet") for path in parts_dir.glob("*.parquet")}
-        done_ids = {unit_id for unit_id in done_ids if not unit_id.endswith(".rejected")}
-        counts = {unit.unit_id: _part_rows(parts_dir, unit.unit_id) for unit in units if unit.unit_id in done_ids}
-        if done_ids:
-            logger.info("%s: resuming, %d of %d work units already done", self.name, len(done_ids), len(units))
-
-        sizes_known = all(unit.size is not None for unit in units)
-        total = sum(unit.size or 0 for unit in units) if sizes_known else len(units)
-        bar = tqdm(total=total, desc=self.name, unit="item" if sizes_known else "unit", leave=False)
-        bar.update(sum(unit.size or 0 for unit in units if unit.unit_id in done_ids) if sizes_known else len(done_ids))
-
-        limit = self.stop_after()
-        todo = [unit for unit in units if unit.unit_id not in done_ids]
-        report = bar.update if (executor.in_process and sizes_known) else _ignore_progress
-        try:
-            for unit, rows in zip(todo, executor.imap(_UnitRunner(self, report), todo)):
-                counts[unit.unit_id] = rows
-                if not (executor.in_process and sizes_known):
-                    bar.update(unit.size if sizes_known else 1)
-                bar.set_postfix(records=sum(counts.values()))
-                if limit is not None and _prefix_count(units, counts) >= limit:
-                    logger.info("%s: reached the limit of %d records", self.name, limit)
-                    break
-        finally:
-            bar.close()
-
-        return self._merge(units, counts)
-
-    def _merge(self, units: list[WorkUnit], counts: dict[str, int]) -> StageResult:
-        """Merge part files in unit order through `finish` into the stage's output files."""
         parts_dir = self.run.stage_parts(self.name)
-        finished = [unit for unit in units if unit.unit_id in counts]
+        _discard_parts_of_another_plan(parts_dir, units)
+        done = _finished_units(parts_dir, units)
+        logger.info(
+            "%s: %d work units, %d already done%s",
+            self.name,
+            len(units),
+            len(done),
+            "" if not done else " (resuming)",
+        )
+
+        merge = _Merge(self, executor, units, done)
         limit = self.stop_after()
-        if limit is not None:
-            finished = _prefix(units, counts)
-
-        rejections: list[Rejection] = []
-        counters: Counter[str] = Counter()
-        for unit in finished:
-            rejected_part = parts_dir / f"{unit.unit_id}.rejected.parquet"
-            if rejected_part.exists():
-                rejections.extend(_read_rejections(rejected_part))
-            metadata = pq.read_schema(parts_dir / f"{unit.unit_id}.parquet").metadata or {}
-            counters.update(json.loads(metadata.get(COUNTERS_KEY, b"{}")))
-
-        def part_tables() -> Iterator[pa.Table]:
-            for unit in finished:
-                yield pq.read_table(parts_dir / f"{unit.unit_id}.parquet").replace_schema_metadata(None)
-
         schema = arrow_schema(self.record_type)
         count = 0
-        temporary = self.output_path.with_name(f".{self.output_path.name}.tmp")
-        with pq.ParquetWriter(temporary, schema) as writer:
-            for table in self.finish(part_tables(), rejections):
-                if limit is not None:
-                    table = table.slice(0, max(0, limit - count))
-                writer.write_table(table.cast(schema))
-                count += table.num_rows
-        temporary.replace(self.output_path)
-        self.write_rejections(rejections)
-        shutil.rmtree(parts_dir, ignore_errors=True)
+        temporary = self.output_path.with_name(f".{self.output_path.name}.{os.getpid()}.tmp")
+        temporary.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with pq.ParquetWriter(temporary, schema, compression="zstd") as writer:
+                stream = self.finish(merge.tables(), merge.rejections)
+                try:
+                    for table in stream:
+                        if limit is not None:
+                            table = table.slice(0, max(0, limit - count))
+                        writer.write_table(table.cast(schema))
+                        count += table.num_rows
+                        if limit is not None and count >= limit:
+                            logger.info("%s: reached the limit of %d records", self.name, limit)
+                            break
+                finally:
+                    _close(stream)
+                    merge.close()
+            if merge.failures:
+                raise StageIncomplete(merge.failure_message())
+            temporary.replace(self.output_path)
+        finally:
+            temporary.unlink(missing_ok=True)
 
-        rejected = Counter(rejection.reason for rejection in rejections)
-        return StageResult(count=count, rejected=dict(sorted(rejected.items())), stats=dict(counters))
+        self.write_rejections(merge.rejections)
+        rejected = Counter(rejection.reason for rejection in merge.rejections)
+        return StageResult(count=count, rejected=dict(sorted(rejected.items())), stats=dict(sorted(merge.counters.items())))
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.run.stage_parts(self.name), ignore_errors=True)
+
+
+@dataclass
+class _UnitOutcome:
+    """A worker's report on one unit: its record count, or the reason it failed."""
+
+    unit_id: str
+    rows: int = 0
+    error: str = ""
 
 
 class _UnitRunner:
@@ -225,57 +235,172 @@ class _UnitRunner:
         # Progress bars live in the main process; workers report when a unit finishes.
         return {"stage": self.stage, "progress": _ignore_progress}
 
-    def __call__(self, unit: WorkUnit) -> int:
-        result = self.stage.process(unit, self.progress)
+    def __call__(self, unit: WorkUnit) -> _UnitOutcome:
+        try:
+            result = self.stage.process(unit, self.progress)
+        except UnitError as error:
+            # A failure of this unit alone (a source file that cannot be downloaded): the other
+            # units go on, and a rerun retries this one. Any other exception stops the stage.
+            return _UnitOutcome(unit.unit_id, error=f"{type(error).__name__}: {error}")
+
         parts_dir = self.stage.run.stage_parts(self.stage.name)
         # The rejections go first: a unit counts as done once its records file exists.
         write_parquet(parts_dir / f"{unit.unit_id}.rejected.parquet", to_table(result.rejections, Rejection))
         table = to_table(result.records, self.stage.record_type)
         table = table.replace_schema_metadata({COUNTERS_KEY: json.dumps(result.counters).encode()})
         write_parquet(parts_dir / f"{unit.unit_id}.parquet", table)
-        return len(result.records)
+        return _UnitOutcome(unit.unit_id, rows=len(result.records))
+
+
+class _Merge:
+    """The merge loop of a chunked stage: it runs the units that are not done and yields every
+    unit's part table in plan order."""
+
+    def __init__(self, stage: ChunkedStage, executor: Executor, units: list[WorkUnit], done: set[str]):
+        self.stage = stage
+        self.executor = executor
+        self.units = units
+        self.done = done
+        self.parts_dir = stage.run.stage_parts(stage.name)
+        self.rejections: list[Rejection] = []
+        self.counters: Counter[str] = Counter()
+        self.failures: list[_UnitOutcome] = []
+        self.records = 0
+
+        sizes_known = all(unit.size is not None for unit in units)
+        self.item_progress = sizes_known
+        # Units that run in this process move the bar item by item; others when they finish.
+        self.reports_items = executor.in_process and sizes_known
+        total = sum(unit.size or 0 for unit in units) if sizes_known else len(units)
+        self.bar = tqdm(total=total, desc=stage.name, unit="item" if sizes_known else "unit", leave=False)
+        self.bar.update(sum(self._step(unit) for unit in units if unit.unit_id in done))
+        self._outcomes: Iterator[_UnitOutcome] | None = None
+        self._units_by_id = {unit.unit_id: unit for unit in units}
+        self._items_reported = 0
+
+    def _report_items(self, count: int) -> None:
+        self._items_reported += count
+        self.bar.update(count)
+
+    def _step(self, unit: WorkUnit) -> int:
+        return (unit.size or 0) if self.item_progress else 1
+
+    def tables(self) -> Iterator[pa.Table]:
+        todo = [unit for unit in self.units if unit.unit_id not in self.done]
+        runner = _UnitRunner(self.stage, self._report_items if self.reports_items else _ignore_progress)
+        self._outcomes = self.executor.imap(runner, todo)
+        for unit in self.units:
+            if unit.unit_id not in self.done:
+                outcome = next(self._outcomes)
+                # Move the bar past the unit's items that its `process` did not report.
+                self.bar.update(max(0, self._step(unit) - self._items_reported))
+                self._items_reported = 0
+                if outcome.error:
+                    self._record_failure(outcome)
+                    # Later units cannot be merged past a gap, but finishing them saves their work.
+                    self._drain()
+                    return
+            yield self._read_part(unit)
+
+    def _read_part(self, unit: WorkUnit) -> pa.Table:
+        rejected_part = self.parts_dir / f"{unit.unit_id}.rejected.parquet"
+        if rejected_part.exists():
+            self.rejections.extend(from_table(pq.read_table(rejected_part), Rejection))
+        table = pq.read_table(self.parts_dir / f"{unit.unit_id}.parquet")
+        metadata = table.schema.metadata or {}
+        self.counters.update(json.loads(metadata.get(COUNTERS_KEY, b"{}")))
+        self.records += table.num_rows
+        self.bar.set_postfix(records=self.records)
+        return table.replace_schema_metadata(None)
+
+    def _record_failure(self, outcome: _UnitOutcome) -> None:
+        self.failures.append(outcome)
+        logger.error("%s: work unit %s failed: %s", self.stage.name, outcome.unit_id, outcome.error)
+
+    def _drain(self) -> None:
+        assert self._outcomes is not None
+        for outcome in self._outcomes:
+            self.bar.update(max(0, self._step(self._units_by_id[outcome.unit_id]) - self._items_reported))
+            self._items_reported = 0
+            if outcome.error:
+                self._record_failure(outcome)
+
+    def failure_message(self) -> str:
+        first = self.failures[0]
+        return (
+            f"{len(self.failures)} of {len(self.units)} work units of stage {self.stage.name!r} failed "
+            f"(first: unit {first.unit_id}: {first.error}); the finished units are kept in "
+            f"{self.parts_dir}. Fix the cause and run the same command again to retry the failed units."
+        )
+
+    def close(self) -> None:
+        """Stop scheduling units and wait for the running ones (see Executor.imap)."""
+        if self._outcomes is not None:
+            _close(self._outcomes)
+        self.bar.close()
+
+
+def _close(iterator: Iterable[Any]) -> None:
+    close = getattr(iterator, "close", None)
+    if close is not None:
+        close()
 
 
 def _ignore_progress(count: int) -> None:
     return None
 
 
-def _part_rows(parts_dir: Path, unit_id: str) -> int:
-    return pq.read_metadata(parts_dir / f"{unit_id}.parquet").num_rows
+def _plan_digest(units: list[WorkUnit]) -> str:
+    data = [(unit.unit_id, unit.payload, unit.size) for unit in units]
+    return hashlib.sha256(json.dumps(data, default=str).encode()).hexdigest()[:16]
 
 
-def _prefix(units: list[WorkUnit], counts: dict[str, int]) -> list[WorkUnit]:
-    """Return the leading units that are done, stopping at the first one that is not."""
-    prefix = []
+def _discard_parts_of_another_plan(parts_dir: Path, units: list[WorkUnit]) -> None:
+    """Delete part files written for a different plan (the input changed under the same settings)."""
+    digest = _plan_digest(units)
+    plan_file = parts_dir / PLAN_FILE
+    if plan_file.exists() and plan_file.read_text() != digest:
+        logger.info("%s: the input changed since the parts were written, discarding them", parts_dir.name)
+        for part in parts_dir.glob("*.parquet"):
+            part.unlink()
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(plan_file, digest)
+
+
+def _finished_units(parts_dir: Path, units: list[WorkUnit]) -> set[str]:
+    """Return the ids of units whose part files are complete; unreadable parts are deleted."""
+    done = set()
     for unit in units:
-        if unit.unit_id not in counts:
-            break
-        prefix.append(unit)
-    return prefix
-
-
-def _prefix_count(units: list[WorkUnit], counts: dict[str, int]) -> int:
-    return sum(counts[unit.unit_id] for unit in _prefix(units, counts))
-
-
-def _read_rejections(path: Path) -> list[Rejection]:
-    from microvqa_pp.records import from_table
-
-    return from_table(pq.read_table(path), Rejection)
+        part = parts_dir / f"{unit.unit_id}.parquet"
+        if not part.exists():
+            continue
+        try:
+            pq.read_metadata(part)
+        except (OSError, pa.ArrowInvalid) as error:
+            logger.warning("%s: part file %s is unreadable (%s); its unit runs again", parts_dir.name, part.name, error)
+            part.unlink()
+            continue
+        done.add(unit.unit_id)
+    return done
 
 
 def write_parquet(path: Path, table: pa.Table) -> None:
-    """Write a parquet file atomically: readers never see a partial file."""
+    """Write a parquet file atomically: readers never see a partial file.
+
+    The temporary name is unique per process, so two processes writing the same part (a worker
+    left over from a killed run and its rerun) cannot mix their bytes.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, temporary, compression="zstd")
-    temporary.replace(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        pq.write_table(table, temporary, compression="zstd")
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def read_records(path: Path, record_type: type) -> list[Any]:
     """Read a stage's parquet output as records."""
-    from microvqa_pp.records import from_table
-
     return from_table(pq.read_table(path), record_type)
 
 
@@ -301,12 +426,14 @@ def run_stage(stage: Stage, executor: Executor | None = None, *, force: bool = F
         return StageResult(entry.get("count", 0), entry.get("rejected", {}), entry.get("stats", {}))
 
     parts_dir = run.stage_parts(stage.name)
-    fingerprint_file = parts_dir / "FINGERPRINT"
+    fingerprint_file = parts_dir / FINGERPRINT_FILE
     if parts_dir.exists() and (force or not fingerprint_file.exists() or fingerprint_file.read_text() != fingerprint):
         logger.info("%s: settings or inputs changed, discarding earlier partial work", stage.name)
         shutil.rmtree(parts_dir)
     parts_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(fingerprint_file, fingerprint)
+    atomic_write_text(fingerprint_file, fingerprint, fsync=False)  # if lost, the parts are only redone
+    for stale in stage.output_path.parent.glob(f".{stage.output_path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
 
     run.set_stage(
         stage.name,
@@ -334,6 +461,7 @@ def run_stage(stage: Stage, executor: Executor | None = None, *, force: bool = F
         finished_at=_now(),
         error=None,
     )
+    stage.cleanup()
     rejected_total = sum(result.rejected.values())
     logger.info(
         "%s: done in %.1f s, %d records, %d rejected%s",

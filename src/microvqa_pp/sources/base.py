@@ -44,6 +44,23 @@ _PMCID = re.compile(r"(?:^|-)(PMC\d+)(?:-|$)")
 _LICENSE_GROUP_IN_KEY = re.compile(r"filelist_(commercial|noncommercial|other)_")
 
 
+def clean_text(text: str) -> str:
+    """Return `text` as valid UTF-8 text: undecodable bytes and lone surrogates become U+FFFD.
+
+    Keys and fields decoded with `surrogateescape` (tar member names, JSONL lines) may hold lone
+    surrogates, which parquet cannot store.
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def pmcid_from_key(key: str) -> str:
     """Return the PMC id in a BIOMEDICA key (`{batch}-{PMCID}-{position}-{stem}`), or ''."""
     match = _PMCID.search(key)

@@ -2,7 +2,8 @@
 
 Columns are recognised by name (first present wins):
 
-    key       `__key__`, `image_name` (its extension is dropped), `key`, `figure_id`, `id`
+    key       `__key__`, `image_name` (its extension is dropped), `key`, `figure_id`, `id`;
+              default: `FILE_STEM-row-N`
     image     `image` (a Hugging Face Image struct `{bytes, path}` or raw bytes), `jpg`, `png`
     caption   `image_caption`, `caption`, `txt`
     metadata  `json` (a BIOMEDICA json string or struct); otherwise any BIOMEDICA field that is
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import urlparse
 
 import pyarrow.parquet as pq
 
@@ -53,9 +55,18 @@ def row_group_sizes(path: Path) -> list[int]:
     return [metadata.row_group(index).num_rows for index in range(metadata.num_row_groups)]
 
 
+def read_file(path: Path, source: str) -> Iterator[RawSample]:
+    """Yield the figures of every row group of a parquet file, in order."""
+    for row_group in range(len(row_group_sizes(path))):
+        yield from read_row_group(path, row_group, source)
+
+
 def read_row_group(path: Path, row_group: int, source: str) -> Iterator[RawSample]:
-    """Yield the figures in one row group of a parquet file."""
-    parquet_file = pq.ParquetFile(path)
+    """Yield the figures in one row group of a parquet file (the group is read whole)."""
+    try:
+        parquet_file = pq.ParquetFile(path)
+    except (OSError, ValueError) as error:
+        raise SourceError(f"{source} is not a readable parquet file: {error}") from error
     names = parquet_file.schema_arrow.names
     key_column = _pick(names, KEY_COLUMNS)
     image_column = _pick(names, IMAGE_COLUMNS)
@@ -84,7 +95,7 @@ def _sample_from_row(
     metadata_columns: list[str],
 ) -> RawSample:
     raw_key = row.get(key_column) if key_column else None
-    key = str(raw_key) if raw_key else f"row-{row_number}"
+    key = str(raw_key) if raw_key else f"{Path(urlparse(source).path).stem}-row-{row_number}"
     if key_column == "image_name":
         key = Path(key).stem if "." in Path(key).name else key
     sample = RawSample(key=key, source=source, source_kind=KIND)
