@@ -90,11 +90,22 @@ class SignalsConfig(Section):
     """Consistency signals per QA (stage `score`). A model set to None is not used."""
 
     text_model: str = models.TEXT_EMBEDDER
+    """Sentence-transformers folder or hub id, for caption-QA similarity and the text embeddings."""
     nli_model: str | None = None
+    """Transformers sequence-classification NLI model (folder or hub id) with entailment, neutral
+    and contradiction labels in its id2label."""
     clip_model: str | None = None
+    """open_clip model as `hf-hub:ID` or `local-dir:FOLDER`, or a transformers CLIPModel folder or hub id."""
     judge: bool = False
+    """Ask the agent (which must be an LLM backend) to rate each QA's consistency from 0 to 1."""
     batch_size: int = Field(default=32, ge=1)
+    """Inputs per model forward pass (texts, images or NLI premise-hypothesis pairs)."""
     device: str = "auto"
+    """`auto` (CUDA, then MPS, then CPU), `cpu`, `mps`, `cuda` or `cuda:N`."""
+    half_precision: bool = True
+    """Run the models in float16 on a GPU (CUDA or MPS); the CPU always uses float32."""
+    chunk_size: int = Field(default=256, ge=1)
+    """QAs per work unit; each finished unit is written to disk, so memory stays flat."""
 
 
 class FilterConfig(Section):
