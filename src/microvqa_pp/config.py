@@ -137,13 +137,13 @@ class FilterConfig(Section):
     num_layers: int = Field(default=2, ge=1)
     heads: int = Field(default=2, ge=1)
     """Attention heads of the GATv2 layers; `hidden_channels` must be divisible by it."""
-    dropout: float = Field(default=0.2, ge=0, lt=1)
+    dropout: float = Field(default=0.4, ge=0, lt=1)
 
     # Training.
     epochs: int = Field(default=300, ge=1)
     patience: int = Field(default=40, ge=1)
     """Stop after this many epochs without a lower loss on the held-out QAs."""
-    learning_rate: float = Field(default=3e-3, gt=0)
+    learning_rate: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=1e-3, ge=0)
     held_out_share: float = Field(default=0.2, gt=0, lt=1)
     """Share of QA nodes whose weak labels are kept out of training, for early stopping."""

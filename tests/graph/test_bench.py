@@ -48,8 +48,10 @@ def test_each_corruption_changes_what_it_names(suite, sample):
             assert changed.figure_id != original.figure_id
             assert (changed.question, changed.answer) == (original.question, original.answer)
         elif label == "foreign_answer":
-            assert changed.answer in other_answers and changed.answer != original.answer
-            assert changed.figure_id == original.figure_id and changed.question == original.question
+            assert changed.answer in other_answers
+            assert changed.answer != original.answer
+            assert changed.figure_id == original.figure_id
+            assert changed.question == original.question
         elif label == "swapped_caption":
             assert changed == original
             assert suite_figures[original.figure_id].caption != figures[original.figure_id].caption
@@ -73,7 +75,8 @@ def test_suite_is_seeded(sample):
     first = corrupt(sample.figures, sample.qas, seed=3)
     second = corrupt(sample.figures, sample.qas, seed=3)
     other = corrupt(sample.figures, sample.qas, seed=4)
-    assert first.labels == second.labels and first.qas == second.qas
+    assert first.labels == second.labels
+    assert first.qas == second.qas
     assert first.labels != other.labels
 
 
@@ -113,8 +116,12 @@ def test_filter_bench_json(make_scored_run, sample, tmp_path, monkeypatch):
         assert 0.0 <= method["auroc"] <= 1.0, name
         assert 0.0 <= method["removed_at_keep"] <= 1.0, name
         assert set(method["by_corruption"]) == set(CORRUPTIONS), name
+    assert set(report["methods"]) == {"graph", "text", "lexical"}
+    assert set(report["components"]) == {"graph:nli", "graph:alignment", "span_found"}
     assert report["methods"]["lexical"]["auroc"] > 0.8
     assert report["suite"]["seeds"] == [0]
+    stored = json.loads((run.root / "manifest.json").read_text())["config"]["filter"]
+    assert stored["epochs"] == 300
 
     table = CliRunner().invoke(main, ["filter-bench", str(run.root), "--seeds", "1", *settings])
     assert table.exit_code == 0, table.output

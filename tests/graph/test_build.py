@@ -65,7 +65,7 @@ def test_edge_types_and_counts(graph, sample):
         assert data[edge_type].num_edges == num_qas
 
 
-def test_figure_edges_link_a_qa_to_its_own_figure(graph, sample):
+def test_figure_edges_join_own_figure(graph, sample):
     data, _ = graph
     figure_index = {figure.figure_id: position for position, figure in enumerate(sample.figures)}
     expected = torch.tensor([figure_index[qa.figure_id] for qa in sample.qas])
@@ -120,7 +120,7 @@ def test_edge_features_carry_the_qa_signals(graph):
     assert bool((edge_attr[IMAGE_QA][:, 1] == 1).all())
 
 
-def test_hiding_removes_the_signal_from_node_and_all_incident_edges(graph):
+def test_hiding_clears_node_and_edges(graph):
     data, spec = graph
     num_qas = data["qa"].num_nodes
     hidden = torch.zeros(num_qas, dtype=torch.bool)

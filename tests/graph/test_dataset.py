@@ -73,7 +73,8 @@ def test_imported_qa_is_question_with_correct_answer(demo_parquet, tmp_path, ref
     first = pq.read_table(demo_parquet).slice(0, 1).to_pylist()[0]
     assert qas[0].question == first["question"]
     assert qas[0].answer == "The EP area in 'Smn2B-/ (Fasudil)' is significantly larger compared to 'Smn2B-/ (vehicle)'."
-    assert qas[0].task_str == "Expert Visual Understanding" and qas[0].task == 1
+    assert qas[0].task_str == "Expert Visual Understanding"
+    assert qas[0].task == 1
 
 
 def test_rerun_reuses_the_import(demo_parquet, tmp_path, reference_signals):
@@ -113,7 +114,8 @@ def test_filter_input_jsonl_with_bad_rows(elife_folder, tmp_path, reference_sign
     assert by_image["images/absent.jpg"].reason == "missing_image"
     assert decisions[-1].reason == "empty_qa"
     for decision in decisions[-3:]:
-        assert not decision.keep and math.isnan(decision.score)
+        assert not decision.keep
+        assert math.isnan(decision.score)
     scored = [decision for decision in decisions if not math.isnan(decision.score)]
     assert len(scored) == 8
     assert sum(decision.keep for decision in scored) == 6

@@ -61,7 +61,7 @@ def test_knn_graph_is_symmetric_without_self_loops():
     assert int(in_degree.min()) >= 4
 
 
-def test_knn_graph_uses_the_forest_above_the_exact_limit():
+def test_knn_graph_forest_above_limit():
     x = clustered(500)
     edges = knn_graph(x, 4, exact_below=100)
     assert edges.size(1) >= 500 * 4

@@ -86,7 +86,8 @@ def test_manifest_and_note(filtered):
     assert entry["output"] == "stages/filter.parquet"
     assert entry["stats"]["method"] == "graph"
     note = run.read_manifest()["notes"]["filter"]
-    assert "text_similarity" in note and "lexical_overlap" in note
+    assert "text_similarity" in note
+    assert "lexical_overlap" in note
 
 
 def test_model_is_saved_and_reloads(filtered, sample):
@@ -154,7 +155,7 @@ def test_unavailable_baseline_is_rejected_when_built(sample, make_scored_run, tm
         FilterStage(run, load_config("offline", {"filter": {"hidden_channels": 30, "heads": 4}}))
 
 
-def test_missing_signals_and_figures_do_not_stop_the_stage(sample, make_scored_run, tmp_path):
+def test_missing_inputs_are_reported(sample, make_scored_run, tmp_path):
     from microvqa_pp.records import QA, QASignals, to_table
     from microvqa_pp.run.stage import write_parquet
 
@@ -168,8 +169,10 @@ def test_missing_signals_and_figures_do_not_stop_the_stage(sample, make_scored_r
 
     decisions = {decision.qa_id: decision for decision in read_records(run.stage_output("filter"), FilterDecision)}
     assert len(decisions) == len(sample.qas) + 2
-    assert decisions["orphan"].reason == "missing_figure" and math.isnan(decisions["orphan"].score)
-    assert decisions["empty"].reason == "empty_qa" and not decisions["empty"].keep
+    assert decisions["orphan"].reason == "missing_figure"
+    assert math.isnan(decisions["orphan"].score)
+    assert decisions["empty"].reason == "empty_qa"
+    assert not decisions["empty"].keep
     assert not math.isnan(decisions[sample.qas[0].qa_id].score)
     assert result.rejected["missing_figure"] == 1
     assert result.count == int(np.floor(0.75 * len(sample.qas) + 0.5))

@@ -61,9 +61,9 @@ def test_heads_learn_the_weak_labels(arrays):
 def _shuffled_signal_run(arrays, signal: str, head: str, seed: int, spec_update: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Shuffle one signal across QAs, train, and return (head predictions, shuffled labels) on probes.
 
-    Probe QAs have their weak labels removed from training and early stopping but keep their
-    signals in the graph: a head that could see its own signal would copy it there, and neither
-    fitting nor choosing the epoch can explain a correlation.
+    Probe QAs have their weak labels removed from training and early stopping, but keep their
+    signals in the graph. A head that could read its own signal would copy it there, while
+    neither fitting nor the choice of epoch can explain a correlation on them.
     """
     signals = arrays.signals.copy()
     column = signal_index(signal)
@@ -145,3 +145,16 @@ def test_fusion_weights_reliable_heads_more():
     nli_reliable = fuse(heads, judge, FilterConfig(), [0.9, 0.0])
     assert balanced[0] == pytest.approx(0.5)
     assert nli_reliable[0] > 0.75
+
+
+def test_graph_without_qas_scores_nothing(arrays):
+    empty = dataclasses.replace(
+        arrays,
+        qa=arrays.qa[:0],
+        qa_figure=arrays.qa_figure[:0],
+        signals=arrays.signals[:0],
+        task=arrays.task[:0],
+    )
+    scores = score_graph(empty, SETTINGS, seed=0)
+    assert scores.fused.shape == (0,)
+    assert scores.training is None

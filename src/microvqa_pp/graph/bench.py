@@ -33,6 +33,7 @@ from microvqa_pp.graph.baselines import BASELINE_SIGNALS, available_baselines
 from microvqa_pp.graph.inputs import FilterInputs, embedding_tables, place
 from microvqa_pp.graph.scoring import score_graph
 from microvqa_pp.graph.selection import select
+from microvqa_pp.graph.signals import signal_index
 from microvqa_pp.records import QA, Embedding, Figure, QASignals
 
 logger = logging.getLogger(__name__)
@@ -233,15 +234,27 @@ def evaluate_scores(scores: np.ndarray, labels: list[str], keep_share: float) ->
 
 @dataclass
 class BenchReport:
-    """Per-method results averaged over seeds, and the suite's description."""
+    """Results averaged over seeds, and the suite's description.
+
+    `methods` holds the filter methods: `graph` and each available baseline. `components` holds
+    scores that are not filter methods but explain them: each graph head alone (`graph:nli`,
+    `graph:alignment`) and `span_found`, the binary check that the answer occurs in the caption.
+    """
 
     methods: dict[str, dict[str, Any]]
     suite: dict[str, Any]
+    components: dict[str, dict[str, Any]] = field(default_factory=dict)
     unavailable: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"methods": self.methods, "suite": self.suite, "unavailable": self.unavailable, "notes": self.notes}
+        return {
+            "methods": self.methods,
+            "components": self.components,
+            "suite": self.suite,
+            "unavailable": self.unavailable,
+            "notes": self.notes,
+        }
 
 
 def _average(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -278,6 +291,7 @@ def run_bench(
     seeds = seeds if seeds is not None else [config.seed]
     settings = config.filter
     per_method: dict[str, list[dict[str, Any]]] = {}
+    per_component: dict[str, list[dict[str, Any]]] = {}
     unavailable: set[str] = set()
     notes: list[str] = []
     counts: dict[str, int] = {}
@@ -306,8 +320,10 @@ def run_bench(
             if method != "graph" and method not in available:
                 continue
             per_method.setdefault(method, []).append(evaluate_scores(scores.method_scores(method), labels, settings.keep_share))
-        for column, head in enumerate(("nli", "alignment")):
-            per_method.setdefault(f"graph:{head}", []).append(evaluate_scores(scores.heads[:, column], labels, settings.keep_share))
+        components = {f"graph:{head}": scores.heads[:, column] for column, head in enumerate(("nli", "alignment"))}
+        components["span_found"] = placed.arrays.signals[:, signal_index("span_found")].astype(np.float64)
+        for name, values in components.items():
+            per_component.setdefault(name, []).append(evaluate_scores(values, labels, settings.keep_share))
 
     methods = {method: _average(runs) for method, runs in per_method.items()}
     suite_description = {
@@ -318,14 +334,20 @@ def run_bench(
         "figures": len(figures),
         "counts_over_seeds": counts,
     }
-    return BenchReport(methods, suite_description, sorted(unavailable), notes)
+    return BenchReport(
+        methods,
+        suite_description,
+        {name: _average(runs) for name, runs in per_component.items()},
+        sorted(unavailable),
+        notes,
+    )
 
 
 def format_table(report: BenchReport) -> str:
     """Render the report as an aligned text table, one row per method."""
     header = ["method", "AUROC", "removed@keep", "clean removed", *(f"AUROC {name}" for name in CORRUPTIONS)]
     rows = [header]
-    for method, result in report.methods.items():
+    for method, result in [*report.methods.items(), *report.components.items()]:
         row = [
             method,
             f"{result['auroc']:.3f} ± {result['auroc_std']:.3f}",
@@ -338,6 +360,8 @@ def format_table(report: BenchReport) -> str:
         rows.append(row)
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    # A rule between the filter methods and the components that explain them.
+    lines.insert(len(report.methods) + 1, "-" * len(lines[0]))
     if report.unavailable:
         lines.append(f"unavailable (signal missing in this run): {', '.join(report.unavailable)}")
     return "\n".join(lines)

@@ -57,8 +57,9 @@ NUM_TASKS = 3
 class GraphArrays:
     """The inputs of one graph as arrays aligned with its figures and QAs.
 
-    `qa_figure[i]` is the figure index of QA i; `signals` holds the raw signal matrix (see
-    `signals.SIGNALS`, NaN where missing); `task` holds 0-based task ids, -1 when unknown.
+    `qa_figure[i]` is the figure index of QA i. `signals` is the raw signal matrix, with the
+    columns of `signals.SIGNALS` and NaN where a value is missing. `task` contains 0-based task
+    ids, -1 when unknown.
     """
 
     image: np.ndarray
@@ -89,7 +90,7 @@ def _figure_mean(values: np.ndarray, qa_figure: np.ndarray, num_figures: int) ->
 def build_graph(arrays: GraphArrays, spec: SignalSpec, *, knn_k: int = 8, exact_below: int = 20_000, trees: int = 4, seed: int = 0):
     """Build the HeteroData of one run (see the module docstring for its layout).
 
-    Besides node features, `data["qa"]` holds `signal` and `present` [Q, S] (standardised signals
+    Besides node features, `data["qa"]` contains `signal` and `present` [Q, S] (standardised signals
     and their presence), `task` [Q], `figure` [Q] and `y` [Q, 2], the soft weak labels of the
     `nli` and `alignment` heads (NaN where the source signal is missing).
     """

@@ -1,6 +1,6 @@
 """Save a trained HiCQA-Graph with its configuration, and load it back.
 
-A checkpoint folder holds `model.pt` (the state dict, loadable with `weights_only=True`),
+A checkpoint folder contains `model.pt` (the state dict, loadable with `weights_only=True`),
 `config.json` (model hyperparameters, the fitted `SignalSpec`, the filter settings and the seed)
 and `training.json` (the loss of every epoch and the epoch whose weights were kept).
 """

@@ -18,10 +18,14 @@ logger = logging.getLogger(__name__)
 
 
 def _open_run(folder: str, options: dict[str, Any], *, create: bool):
+    """Open (or create) a run folder, holding its lock until the command ends."""
     from microvqa_pp import __version__
     from microvqa_pp.log import log_to_file
     from microvqa_pp.pipeline import open_run
+    from microvqa_pp.run.rundir import RunDir
 
+    RunDir(folder).acquire_lock()
+    click.get_current_context().call_on_close(RunDir(folder).release_lock)
     run, config = open_run(folder, create=create, layers=config_layers(options))
     log_to_file(run.logs_dir / "run.log")
     logger.info("microvqa-pp %s: %s", __version__, " ".join(sys.argv[1:]))
@@ -45,8 +49,8 @@ def filter_command(run_folder: str | None, dataset: Path | None, out: str | None
     """Score every QA for cross-modal consistency with HiCQA-Graph and keep the most consistent.
 
     With RUN (a run folder whose `score` stage is done) this runs the stage `filter`. With
-    --input DATASET --out RUN it filters an existing VQA data set: the QA is the question with
-    its correct answer, signals are computed for it, and the output has one row per input QA
+    --input DATASET --out RUN it filters an existing VQA data set, taking each question with its
+    correct answer as the QA and computing its signals. The output then has one row per input QA
     with its image_name (or image path), question, score, keep and reason.
 
     The filter keeps the top filter.keep_share of QAs (0.75 by default), or every QA scoring at
@@ -79,6 +83,25 @@ def filter_command(run_folder: str | None, dataset: Path | None, out: str | None
         click.echo(f"note: {note}")
 
 
+def _bench_config(folder: str, options: dict[str, Any]):
+    """Resolve a run's settings with this command's options on top, without storing them in the run."""
+    from microvqa_pp.config import explicit_settings, load_config
+    from microvqa_pp.run.rundir import RunDir
+
+    run = RunDir(folder)
+    stored = run.read_manifest().get("config_layers") or {}
+    layers = config_layers(options)
+    explicit = explicit_settings(
+        base=stored.get("explicit"),
+        file=layers.get("file"),
+        values=layers.get("values"),
+        overrides=layers.get("overrides") or (),
+    )
+    profile = layers.get("profile") or explicit.pop("profile", None) or stored.get("profile") or "offline"
+    explicit.pop("profile", None)
+    return run, load_config(profile, explicit)
+
+
 @click.command(name="filter-bench")
 @click.argument("run_folder", metavar="RUN", type=click.Path(exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
@@ -107,7 +130,7 @@ def filter_bench_command(run_folder: str, as_json: bool, seeds: int, share: floa
     from microvqa_pp.records import QA, Figure
     from microvqa_pp.run.stage import read_records
 
-    run, config = _open_run(run_folder, options, create=False)
+    run, config = _bench_config(run_folder, options)
     for name in ("ingest", "generate"):
         if not run.stage_output(name).exists():
             raise MicroVQAError(f"filter-bench needs the output of stage {name!r} in {run.root}; run `microvqa-pp {name} {run.root}` first")

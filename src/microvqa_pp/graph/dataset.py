@@ -10,8 +10,8 @@
   `image_path`), `caption`, `question`, `answer`, and optionally `task_str` or `task`.
 
 Rows that show the same image with the same caption share one figure. `import_dataset` writes the
-outputs of the `ingest`, `generate` and `score` stages into the run folder (figures, one QA per
-input row with its row number as `qa_id`, and their signals) and marks those stages done, so the
+outputs of the `ingest`, `generate` and `score` stages into the run folder and marks those stages
+done: the figures, one QA per input row with its row number as `qa_id`, and their signals. The
 `filter` stage then runs as on any run. A row whose image or caption is unusable becomes a figure
 rejection in `stages/ingest.rejected.parquet` whose `source` is the row's image name; the filter
 reports that row as dropped with the rejection's reason.
@@ -165,7 +165,7 @@ def dataset_fingerprint(path: Path) -> str:
 def import_dataset(path: Path, run: RunDir, config: Config, score_function: ScoreFunction) -> dict[str, int]:
     """Write a user's data set into the run as the done stages `ingest`, `generate` and `score`.
 
-    Skips the work when the run already holds this file's import with the same signal settings.
+    Skips the work when the run already contains this file's import with the same signal settings.
     Returns counts: rows, figures, rejected figures.
     """
     fingerprint = hashlib.sha256(
@@ -297,7 +297,8 @@ def signals_function(run: RunDir, config: Config) -> ScoreFunction:
         agent = make_agent(config.agent, run, seed=config.seed)
 
     def score(figures: list[Figure], qas: list[QA]) -> tuple[list[QASignals], list[Embedding]]:
-        return score_qas(figures, qas, config.signals, run.cache_dir, agent=agent)
+        # The same embedding cache as the `score` stage, and images stored in the run folder.
+        return score_qas(figures, qas, config.signals, run.cache_dir / "embeddings", agent=agent, image_root=run.root)
 
     return score
 

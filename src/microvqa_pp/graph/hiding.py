@@ -2,10 +2,10 @@
 
 A head that predicts a QA's NLI entailment must not see that entailment, or it learns the
 identity. `model_inputs` therefore removes, for every QA in a head's mask, the signals listed in
-`SignalSpec.hidden[head]` before anything is built from them: the QA node's input and the features
-of all its incident edges (caption-QA and image-QA, both directions) are derived from the same
-masked signal matrix, so no copy of a hidden value reaches the model. A hidden value looks exactly
-like a missing one (value 0, presence 0).
+`SignalSpec.hidden[head]` before anything is built from them. The QA node's input and the features
+of all its incident edges (caption-QA and image-QA, both directions) come from that one masked
+signal matrix, so no copy of a hidden value reaches the model. A hidden value looks exactly like a
+missing one (value 0, presence 0).
 
 Other QAs keep their signals, so a head still learns from its neighbours' evidence, from the
 graph structure and from the QA's other signals.

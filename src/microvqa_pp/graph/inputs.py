@@ -34,7 +34,7 @@ EMBEDDINGS_STAGE = "embeddings"
 
 VQA_INPUT_KINDS = ("vqa-parquet", "vqa-jsonl")
 """`Figure.source_kind` of figures read from a user's VQA data set by `filter --input`; their
-`source_key` holds the data set's own image name or path."""
+`source_key` contains the data set's own image name or path."""
 
 MISSING_FIGURE = "missing_figure"
 EMPTY_QA = "empty_qa"

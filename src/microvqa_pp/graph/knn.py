@@ -51,7 +51,7 @@ def exact_knn(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
 def tree_leaves(projections: np.ndarray, leaf_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Split points into leaves of at most `leaf_size` by recursive median splits.
 
-    `projections` [N, P] holds each point's projection on P random directions; every tree node
+    `projections` [N, P] contains each point's projection on P random directions; every tree node
     uses one direction, drawn at random. Returns (order, leaf_starts): the points in leaf order and
     the position where each leaf starts (plus N at the end).
     """

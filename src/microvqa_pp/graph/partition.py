@@ -1,9 +1,9 @@
 """Mini-batches for graphs larger than one batch: partitions of whole figures (Cluster-GCN style).
 
 Neighbour sampling (`NeighborLoader`) needs pyg-lib or torch-sparse, so large graphs are cut into
-partitions instead: figures are put in an order that keeps similar figures together (the leaf order
-of a random-projection tree over their image and caption embeddings), and consecutive figures are
-grouped until a group holds about `batch_qas` QAs. A partition holds its figures' image, caption
+partitions instead. Figures are put in an order that keeps similar figures together: the leaf
+order of a random-projection tree over their image and caption embeddings. Consecutive figures
+are then grouped until a group contains about `batch_qas` QAs. A partition contains its figures' image, caption
 and QA nodes and every edge between them; similarity edges that cross partitions are dropped, as
 in Cluster-GCN (Chiang et al., KDD 2019). Figure-QA edges never cross, since a figure's QAs stay
 with it. A graph with at most `batch_qas` QAs is one partition, the graph itself.
@@ -28,7 +28,7 @@ FIGURE_TYPES = ("image", "caption")
 class PartitionedGraph:
     """A HiCQA-Graph split into partitions; `self[i]` builds partition i as its own HeteroData.
 
-    `qa_ids[i]` holds the global indices of the QAs in partition i, in the order of its nodes.
+    `qa_ids[i]` contains the global indices of the QAs in partition i, in the order of its nodes.
     """
 
     def __init__(self, data, batch_qas: int, seed: int = 0):
@@ -110,7 +110,7 @@ class PartitionedGraph:
 
 
 def _figure_partitions(data, qa_figure: np.ndarray, batch_qas: int, seed: int) -> np.ndarray:
-    """Assign every figure to a partition so that each holds at most about `batch_qas` QAs."""
+    """Assign every figure to a partition so that each contains at most about `batch_qas` QAs."""
     features = torch.cat([normalise(data["image"].x), normalise(data["caption"].x)], dim=1)
     generator = torch.Generator().manual_seed(seed)
     directions = torch.randn(features.size(1), PROJECTION_POOL, generator=generator)

@@ -19,7 +19,7 @@ from microvqa_pp.graph.train import TrainingResult, fit, fuse, predict_heads, sc
 logger = logging.getLogger(__name__)
 
 SINGLE_THREAD_BELOW = 20_000
-"""QA count under which training runs on one CPU thread unless `filter.threads` says otherwise."""
+"""QA count under which training runs on one CPU thread, unless `filter.threads` is set."""
 
 
 @contextmanager
@@ -40,7 +40,7 @@ def torch_threads(count: int | None) -> Iterator[None]:
 class GraphScores:
     """Per-QA scores of one graph, aligned with its QA nodes.
 
-    `heads` [Q, 2] holds the `nli` and `alignment` head probabilities and `fused` [Q] the
+    `heads` [Q, 2] contains the `nli` and `alignment` head probabilities and `fused` [Q] the
     consistency score; both are None when only baselines were computed. `baselines` maps each
     baseline method to its scores (NaN where its signal is missing).
     """
@@ -70,7 +70,11 @@ def score_graph(arrays: GraphArrays, settings: FilterConfig, seed: int = 0, *, t
         baselines=baseline_scores(arrays.signals),
         judge=arrays.signals[:, signal_index("judge_score")].astype(np.float64),
     )
-    if not train_graph or arrays.num_qas == 0:
+    if not train_graph:
+        return result
+    if arrays.num_qas == 0:
+        result.heads = np.zeros((0, 2), dtype=np.float32)
+        result.fused = np.zeros(0)
         return result
 
     data = build_graph(

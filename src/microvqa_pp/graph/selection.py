@@ -1,4 +1,4 @@
-"""Which QAs to keep: the top share of scores (over all QAs or per task type), or a threshold.
+"""Selection of the QAs to keep: the top share of scores (over all QAs or per task type), or a threshold.
 
 Every dropped QA gets a reason: `below_keep_share` (outside the top share of all QAs),
 `below_task_keep_share` (outside the top share of its task type), `below_threshold`, or the

@@ -1,4 +1,4 @@
-"""The scalar signals of a QA as the graph sees them, and the two weak labels derived from them.
+"""The scalar signals of a QA as the graph reads them, and the two weak labels derived from them.
 
 Every QA carries up to nine scalar signals (the `QASignals` fields below). The graph keeps them as
 one matrix with NaN where a signal is missing, standardises the present values per column, and
@@ -104,7 +104,7 @@ class Calibration:
 
 @dataclass
 class SignalSpec:
-    """Which signals a run has, what each weak label is made of, and how features are scaled.
+    """The signals a run has, the source of each weak label, and the scaling of the features.
 
     Fitted once on a run's signals (`fit`) and saved with the model, so that scoring a graph later
     uses the same scaling.

@@ -129,11 +129,17 @@ class FilterStage(Stage):
             node = node_of_row.get(row)
             figure = figures.get(qa.figure_id)
             rejection = inputs.figure_rejections.get(qa.figure_id)
+            # A rejected figure of `filter --input` keeps the data set's image name as its source.
+            name = ""
+            if figure is not None:
+                name = image_name(figure)
+            elif rejection is not None:
+                name = rejection.source
             decisions.append(
                 FilterDecision(
                     qa_id=qa.qa_id,
                     figure_id=qa.figure_id,
-                    image_name=image_name(figure) if figure else (rejection.source if rejection else ""),
+                    image_name=name,
                     question=qa.question,
                     score=float(ranking[row]),
                     keep=bool(selection.keep[row]),

@@ -2,9 +2,9 @@
 
 Training is masked prediction. On every step the QA nodes are split at random into two disjoint
 halves: the first half has its NLI signals hidden and trains the `nli` head, the second has its
-alignment signal hidden and trains the `alignment` head (see `hiding.model_inputs`). A head is
-thus only ever asked about QAs whose own value it cannot see, while it sees that QA's other
-signals and its neighbours' values. A share of QA nodes (`held_out_share`) never enters the loss;
+alignment signal hidden and trains the `alignment` head (see `hiding.model_inputs`). A head
+therefore only predicts values that are hidden from its input, while that QA's other signals
+and its neighbours' values stay visible. A share of QA nodes (`held_out_share`) never enters the loss;
 their loss decides early stopping, and the weights of the best epoch are kept.
 
 Scoring repeats the same split with a fixed, seeded assignment of QAs to two folds, in two passes,
@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from microvqa_pp.config import FilterConfig
 from microvqa_pp.graph.build import EDGE_TYPES
@@ -125,28 +126,7 @@ def fit(graph: PartitionedGraph, spec: SignalSpec, settings: FilterConfig, seed:
     )
 
     for epoch in range(1, settings.epochs + 1):
-        model.train()
-        total_loss, total_count = 0.0, 0
-        for part in torch.randperm(len(graph), generator=generator).tolist():
-            batch = graph[part]
-            qa_ids = graph.qa_ids[part]
-            hide_nli = _random_halves(qa_ids.numel(), generator)
-            x_dict, edge_index_dict, edge_attr_dict = model_inputs(batch, spec, {"nli": hide_nli, "alignment": ~hide_nli})
-            logits = model(x_dict, edge_index_dict, edge_attr_dict)
-            labels = batch["qa"].y
-            trainable = train_mask[qa_ids]
-            nli_loss, nli_count = _masked_loss(logits[:, 0], labels[:, 0], hide_nli & trainable)
-            alignment_loss, alignment_count = _masked_loss(logits[:, 1], labels[:, 1], ~hide_nli & trainable)
-            count = nli_count + alignment_count
-            if count == 0:
-                continue
-            loss = (nli_loss + alignment_loss) / count
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total_loss += loss.item() * count
-            total_count += count
-        train_loss = total_loss / max(total_count, 1)
+        train_loss = train_epoch(model, optimizer, graph, spec, train_mask, generator)
 
         if held_out_count:
             probabilities = predict_heads(model, graph, spec, folds)
@@ -203,6 +183,40 @@ def explained_variance(predicted: np.ndarray, labels: np.ndarray, mask: np.ndarr
     return values
 
 
+def train_epoch(
+    model: HiCQAGraph,
+    optimizer: torch.optim.Optimizer,
+    graph: PartitionedGraph,
+    spec: SignalSpec,
+    train_mask: Tensor,
+    generator: torch.Generator,
+) -> float:
+    """Run one pass over the partitions in random order; return the mean loss per predicted label."""
+    model.train()
+    total_loss, total_count = 0.0, 0
+    parts = torch.randperm(len(graph), generator=generator).tolist()
+    for part in tqdm(parts, desc="filter: epoch", unit="partition", leave=False, disable=len(parts) < 2):
+        batch = graph[part]
+        qa_ids = graph.qa_ids[part]
+        hide_nli = _random_halves(qa_ids.numel(), generator)
+        x_dict, edge_index_dict, edge_attr_dict = model_inputs(batch, spec, {"nli": hide_nli, "alignment": ~hide_nli})
+        logits = model(x_dict, edge_index_dict, edge_attr_dict)
+        labels = batch["qa"].y
+        trainable = train_mask[qa_ids]
+        nli_loss, nli_count = _masked_loss(logits[:, 0], labels[:, 0], hide_nli & trainable)
+        alignment_loss, alignment_count = _masked_loss(logits[:, 1], labels[:, 1], ~hide_nli & trainable)
+        count = nli_count + alignment_count
+        if count == 0:
+            continue
+        loss = (nli_loss + alignment_loss) / count
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * count
+        total_count += count
+    return total_loss / max(total_count, 1)
+
+
 def _probability_loss(probabilities: np.ndarray, labels: Tensor, mask: Tensor) -> float:
     """Mean binary cross-entropy of predicted probabilities against soft labels over masked QAs."""
     predicted = torch.from_numpy(probabilities).clamp(1e-6, 1 - 1e-6)
@@ -225,14 +239,14 @@ def predict_heads(model: HiCQAGraph, graph: PartitionedGraph, spec: SignalSpec, 
     """Return both heads' probabilities [Q, 2] for every QA, each predicted with its signal hidden.
 
     `folds` [Q] assigns QAs to two folds. Pass one hides the NLI signals of fold 0 and the
-    alignment signal of fold 1, pass two the reverse; each prediction is read from the pass that
-    hid its own signal.
+    alignment signal of fold 1, and pass two the reverse. Each prediction is read from the pass
+    that hid its own signal.
     """
     was_training = model.training
     model.eval()
     num_qas = graph.data["qa"].num_nodes
     probabilities = np.zeros((num_qas, len(HEAD_NAMES)), dtype=np.float32)
-    for part in range(len(graph)):
+    for part in tqdm(range(len(graph)), desc="filter: scoring", unit="partition", leave=False, disable=len(graph) < 2):
         batch = graph[part]
         qa_ids = graph.qa_ids[part]
         fold = folds[qa_ids]
@@ -271,9 +285,9 @@ def _log_odds(probabilities: np.ndarray) -> np.ndarray:
 def fuse(heads: np.ndarray, judge: np.ndarray, settings: FilterConfig, explained: list[float] | None = None) -> np.ndarray:
     """Return the consistency score in (0, 1): a weighted logarithmic opinion pool.
 
-    `heads` [Q, 2] are the `nli` and `alignment` probabilities; `judge` [Q] is the agent judge's
-    score in [0, 1], NaN where there is none (that QA's pool then leaves the judge out);
-    `explained` is each head's held-out R^2 for reliability weighting.
+    `heads` [Q, 2] are the `nli` and `alignment` probabilities. `judge` [Q] is the agent judge's
+    score in [0, 1], NaN where there is none, in which case that QA's pool leaves the judge out.
+    `explained` is each head's held-out R^2, for reliability weighting.
     """
     weights = head_weights(settings, explained if explained is not None else [0.0, 0.0])
     total = _log_odds(heads) @ weights

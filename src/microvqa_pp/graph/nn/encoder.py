@@ -28,9 +28,9 @@ class HiCQAEncoder(torch.nn.Module):
 
     GATv2 reads edge features only in its attention weights, which are normalised over a node's
     incoming edges of one relation. A QA node has one caption and one image, so those messages
-    get weight 1 and the QA's own signals reach it through its node input; the edge features
-    steer attention where a node has several neighbours, as when a caption or an image weighs
-    the QAs of its figure by their signals, and so reach the QA's siblings in the next round.
+    get weight 1, and the QA's own signals reach it through its node input instead. The edge
+    features steer attention where a node has several neighbours: a caption or an image weighs
+    the QAs of its figure by their signals, and passes that on to the QAs in the next round.
 
     Args:
         in_channels (dict[str, int]): Input width of every node type.
