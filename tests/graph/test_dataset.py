@@ -110,7 +110,7 @@ def test_filter_input_jsonl_with_bad_rows(elife_folder, tmp_path, reference_sign
     assert [decision.image_name for decision in decisions] == [row["image"] for row in rows]
     assert [decision.question for decision in decisions] == [row["question"] for row in rows]
     by_image = {decision.image_name: decision for decision in decisions}
-    assert by_image["images/broken.jpg"].reason == "unreadable_image"
+    assert by_image["images/broken.jpg"].reason == "corrupt_image"
     assert by_image["images/absent.jpg"].reason == "missing_image"
     assert decisions[-1].reason == "empty_qa"
     for decision in decisions[-3:]:
