@@ -176,3 +176,45 @@ def test_missing_inputs_are_reported(sample, make_scored_run, tmp_path):
     assert not math.isnan(decisions[sample.qas[0].qa_id].score)
     assert result.rejected["missing_figure"] == 1
     assert result.count == int(np.floor(0.75 * len(sample.qas) + 0.5))
+
+
+def test_full_profile_signals(sample, make_scored_run, tmp_path):
+    """With NLI and CLIP signals the heads learn them, and the CLIP baseline ranks by calibrated CLIP."""
+    import dataclasses
+
+    from microvqa_pp.records import QASignals, to_table
+    from microvqa_pp.run.stage import write_parquet
+
+    rng = np.random.default_rng(0)
+    signals = []
+    for record in sample.signals:
+        entailment, neutral, contradiction = rng.dirichlet([2, 1, 1])
+        signals.append(
+            dataclasses.replace(
+                record,
+                nli_entailment=float(entailment),
+                nli_neutral=float(neutral),
+                nli_contradiction=float(contradiction),
+                clip_image_caption=float(rng.normal(0.3, 0.03)),
+                clip_image_qa=float(rng.normal(0.25, 0.04)),
+            )
+        )
+    models = {"signals": {"nli_model": "local-nli", "clip_model": "local-clip"}}
+    run = make_scored_run(tmp_path / "run", {**models, **FAST})
+    write_parquet(run.stage_output("score"), to_table(signals, QASignals))
+
+    _, config = open_run(str(run.root))
+    run_stage(FilterStage(run, config))
+    note = run.read_manifest()["notes"]["filter"]
+    assert "nli_entailment" in note
+    assert "clip_image_qa" in note
+    assert "unavailable" not in note
+
+    _, config = open_run(str(run.root), layers={"overrides": ["filter.method=clip"]})
+    run_stage(FilterStage(run, config))
+    decisions = read_records(run.stage_output("filter"), FilterDecision)
+    clip = {record.qa_id: record.clip_image_qa for record in signals}
+    order = sorted(decisions, key=lambda decision: clip[decision.qa_id])
+    assert [decision.score for decision in order] == sorted(decision.score for decision in decisions)
+    assert all(0 < decision.score < 1 for decision in decisions)
+    assert all(decision.baseline_nli is not None for decision in decisions)

@@ -109,10 +109,15 @@ class FilterStage(Stage):
         return StageResult(count=selection.kept, rejected=dict(sorted(Counter(r.reason for r in rejections).items())), stats=stats)
 
     def _record_stand_ins(self, scores: GraphScores) -> None:
-        notes = [scores.spec.stand_ins[head] for head in ("nli", "alignment") if head in scores.spec.stand_ins]
-        if self.config.filter.method != "graph" or not notes:
+        """Say in the run manifest what the heads were trained on, replacing an earlier run's note."""
+        if self.config.filter.method != "graph":
             return
-        self.run.add_note("filter", "HiCQA-Graph: " + "; ".join(notes) + ".")
+        sources = scores.spec.label_sources
+        text = f"HiCQA-Graph weak labels: the nli head predicts {sources['nli']}, the alignment head {sources['alignment']}"
+        notes = [scores.spec.stand_ins[head] for head in ("nli", "alignment") if head in scores.spec.stand_ins]
+        if notes:
+            text += ". " + "; ".join(note[0].upper() + note[1:] for note in notes)
+        self.run.add_note("filter", text + ".")
 
     def _decisions(
         self,
