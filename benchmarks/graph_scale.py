@@ -14,8 +14,12 @@ Peak memory is the process's peak resident set size during the phase (Linux VmHW
 each phase), so it includes the arrays that stay loaded. The last table column divides each time
 by the number of QAs, relative to the smallest size: about 1 means linear growth.
 
-    python benchmarks/graph_scale.py                  # 10k, 100k and 1M QAs
+    python benchmarks/graph_scale.py                  # 10k, 100k and 1M QAs, one thread
     python benchmarks/graph_scale.py --sizes 10000    # one size
+    python benchmarks/graph_scale.py --threads 0      # threads as the filter chooses them
+
+Training and scoring use one thread by default, because on a machine shared with other jobs
+several PyTorch threads wait on each other and their times vary several-fold.
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ def _random_arrays(num_qas: int, seed: int):
     return GraphArrays(image, caption, qa, qa_figure, signals, task)
 
 
-def measure(num_qas: int, seed: int = 0) -> dict:
+def measure(num_qas: int, threads: int | None, seed: int = 0) -> dict:
     """Build, train one epoch and score a random graph of `num_qas` QAs; return times and peaks."""
     import torch
 
@@ -85,7 +89,7 @@ def measure(num_qas: int, seed: int = 0) -> dict:
     from microvqa_pp.graph.signals import SignalSpec
     from microvqa_pp.graph.train import build_model, predict_heads, score_folds, train_epoch
 
-    settings = FilterConfig()
+    settings = FilterConfig(threads=threads)
     arrays = _random_arrays(num_qas, seed)
     spec = SignalSpec.fit(arrays.signals)
     result: dict = {"qas": num_qas, "figures": arrays.num_figures}
@@ -93,7 +97,7 @@ def measure(num_qas: int, seed: int = 0) -> dict:
     _reset_peak()
     started = time.perf_counter()
     data = build_graph(arrays, spec, knn_k=settings.knn_k, exact_below=settings.knn_exact_below, trees=settings.knn_trees, seed=seed)
-    graph = PartitionedGraph(data, settings.batch_qas, seed=seed)
+    graph = PartitionedGraph(data, settings.batch_qas)
     result["build_s"] = time.perf_counter() - started
     result["build_peak_gib"] = _peak_gib()
     result["edges"] = sum(data[edge_type].num_edges for edge_type in data.edge_types)
@@ -127,11 +131,17 @@ def measure(num_qas: int, seed: int = 0) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000], help="QA node counts")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="PyTorch CPU threads for training and scoring (0: the filter's own choice, see filter.threads)",
+    )
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
 
     if arguments.child is not None:
-        print(json.dumps(measure(arguments.child)))
+        print(json.dumps(measure(arguments.child, arguments.threads or None)))
         return
 
     import platform
@@ -142,7 +152,7 @@ def main() -> None:
     rows = []
     for size in arguments.sizes:
         output = subprocess.run(
-            [sys.executable, __file__, "--child", str(size)],
+            [sys.executable, __file__, "--child", str(size), "--threads", str(arguments.threads)],
             check=True,
             capture_output=True,
             text=True,

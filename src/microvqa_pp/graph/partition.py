@@ -1,9 +1,9 @@
 """Mini-batches for graphs larger than one batch: partitions of whole figures (Cluster-GCN style).
 
 Neighbour sampling (`NeighborLoader`) needs pyg-lib or torch-sparse, so large graphs are cut into
-partitions instead. Figures are put in an order that keeps similar figures together: the leaf
-order of a random-projection tree over their image and caption embeddings. Consecutive figures
-are then grouped until a group contains about `batch_qas` QAs. A partition contains its figures' image, caption
+partitions instead. Figures are put in an order that keeps similar figures together: the reverse
+Cuthill-McKee order of the graph that links figures whose images or QAs are nearest neighbours.
+Consecutive figures are then grouped until a group contains about `batch_qas` QAs. A partition contains its figures' image, caption
 and QA nodes and every edge between them; similarity edges that cross partitions are dropped, as
 in Cluster-GCN (Chiang et al., KDD 2019). Figure-QA edges never cross, since a figure's QAs stay
 with it. A graph with at most `batch_qas` QAs is one partition, the graph itself.
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from microvqa_pp.graph.knn import PROJECTION_POOL, normalise, tree_leaves
+from microvqa_pp.graph.build import IMAGE_IMAGE, QA_QA
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class PartitionedGraph:
     `qa_ids[i]` contains the global indices of the QAs in partition i, in the order of its nodes.
     """
 
-    def __init__(self, data, batch_qas: int, seed: int = 0):
+    def __init__(self, data, batch_qas: int):
         self.data = data
         self.batch_qas = batch_qas
         num_figures = data["image"].num_nodes
@@ -41,7 +41,7 @@ class PartitionedGraph:
         if num_qas <= batch_qas:
             figure_part = np.zeros(num_figures, dtype=np.int64)
         else:
-            figure_part = _figure_partitions(data, qa_figure, batch_qas, seed)
+            figure_part = _figure_partitions(data, qa_figure, batch_qas)
         self.num_parts = int(figure_part.max()) + 1 if num_figures else 1
         self.part_of = {"image": figure_part, "caption": figure_part, "qa": figure_part[qa_figure]}
 
@@ -109,20 +109,29 @@ class PartitionedGraph:
         return subgraph
 
 
-def _figure_partitions(data, qa_figure: np.ndarray, batch_qas: int, seed: int) -> np.ndarray:
-    """Assign every figure to a partition so that each contains at most about `batch_qas` QAs."""
-    features = torch.cat([normalise(data["image"].x), normalise(data["caption"].x)], dim=1)
-    generator = torch.Generator().manual_seed(seed)
-    directions = torch.randn(features.size(1), PROJECTION_POOL, generator=generator)
-    projections = (features @ directions).numpy()
-    order, _ = tree_leaves(projections, leaf_size=16, rng=np.random.default_rng(seed))
+def _figure_partitions(data, qa_figure: np.ndarray, batch_qas: int) -> np.ndarray:
+    """Assign every figure to a partition so that each contains at most about `batch_qas` QAs.
 
-    qas_per_figure = np.bincount(qa_figure, minlength=features.size(0))[order]
+    Figures are linked when their images or any of their QAs are nearest neighbours, and put in
+    reverse Cuthill-McKee order, which keeps linked figures close together. Cutting that order
+    into consecutive runs then cuts few links.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import reverse_cuthill_mckee
+
+    num_figures = data["image"].num_nodes
+    image_edges = data[IMAGE_IMAGE].edge_index.numpy()
+    qa_edges = qa_figure[data[QA_QA].edge_index.numpy()]
+    rows = np.concatenate([image_edges[0], qa_edges[0]])
+    columns = np.concatenate([image_edges[1], qa_edges[1]])
+    links = coo_matrix((np.ones(rows.size, dtype=np.int8), (rows, columns)), shape=(num_figures, num_figures)).tocsr()
+    order = reverse_cuthill_mckee(links, symmetric_mode=True)
+
+    qas_per_figure = np.bincount(qa_figure, minlength=num_figures)[order]
     # Cut the ordered figures whenever the running QA count passes a multiple of `batch_qas`.
     cumulative = np.cumsum(qas_per_figure) - qas_per_figure
-    parts_in_order = cumulative // batch_qas
-    figure_part = np.empty(order.size, dtype=np.int64)
-    figure_part[order] = parts_in_order
+    figure_part = np.empty(num_figures, dtype=np.int64)
+    figure_part[order] = cumulative // batch_qas
     # Renumber so that partition ids are 0..P-1 without gaps.
     _, figure_part = np.unique(figure_part, return_inverse=True)
     return figure_part.astype(np.int64)

@@ -93,7 +93,7 @@ def score_graph(arrays: GraphArrays, settings: FilterConfig, seed: int = 0, *, t
         data["qa"].num_nodes,
         sum(data[edge_type].num_edges for edge_type in data.edge_types),
     )
-    graph = PartitionedGraph(data, settings.batch_qas, seed=seed)
+    graph = PartitionedGraph(data, settings.batch_qas)
     with torch_threads(settings.threads or (1 if arrays.num_qas < SINGLE_THREAD_BELOW else None)):
         result.training = fit(graph, spec, settings, seed=seed)
         result.heads = predict_heads(result.training.model, graph, spec, score_folds(arrays.num_qas, seed))
