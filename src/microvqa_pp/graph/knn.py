@@ -47,12 +47,27 @@ def exact_knn(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return torch.cat(indices), torch.cat(similarities)
 
 
+SKETCH_WIDTH = 32
+"""Trees split a random projection of the points to this many dimensions (if they have more)."""
+
+
+def _sketch(points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Project points on SKETCH_WIDTH random Gaussian directions.
+
+    Distances between points are roughly preserved (Johnson-Lindenstrauss), which is all a tree
+    split needs, and each tree level then reads 32 values per point instead of all of them.
+    """
+    if points.shape[1] <= SKETCH_WIDTH:
+        return points
+    return points @ rng.standard_normal((points.shape[1], SKETCH_WIDTH)).astype(np.float32)
+
+
 def tree_leaves(points: np.ndarray, leaf_size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Split points [N, D] into leaves of at most `leaf_size` by recursive median splits.
 
     Each tree node draws two of its points and splits at the median of the projection on the
-    line through them, as Annoy does: on clustered data that line tends to run between clusters,
-    where a random direction would cut through them. Returns (order, leaf_starts): the points in
+    line through them. On clustered data that line tends to run between clusters, where a random
+    direction would cut through them. Returns (order, leaf_starts): the points in
     leaf order, and the position where each leaf starts (plus N at the end).
     """
     num_nodes = points.shape[0]
@@ -155,12 +170,12 @@ def approximate_knn(
     search. Rows with fewer than `k` candidates are padded with index -1 and similarity -inf.
     """
     x = normalise(x.float())
-    points = x.numpy()
     rng = np.random.default_rng(seed)
+    sketch = _sketch(x.numpy(), rng)
     leaf_size = max(leaf_size, 2 * k + 2)
     candidate_indices, candidate_similarities = [], []
     for _ in range(trees):
-        order, starts = tree_leaves(points, leaf_size, rng)
+        order, starts = tree_leaves(sketch, leaf_size, rng)
         tree_indices, tree_similarities = _leaf_knn(x, order, starts, k)
         candidate_indices.append(tree_indices)
         candidate_similarities.append(tree_similarities)
