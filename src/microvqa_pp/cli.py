@@ -25,6 +25,8 @@ logger = logging.getLogger("microvqa_pp.cli")
 
 LAZY_COMMANDS: dict[str, str] = {
     "report": "microvqa_pp.release.cli:report",
+    "filter": "microvqa_pp.graph.cli:filter_command",
+    "filter-bench": "microvqa_pp.graph.cli:filter_bench_command",
 }
 """Command name to `module:function` of a click command defined elsewhere."""
 LAZY_COMMANDS["eval"] = "microvqa_pp.evaluation.cli:eval_command"

@@ -109,14 +109,57 @@ class SignalsConfig(Section):
 
 
 class FilterConfig(Section):
-    """HiCQA-Graph filtering (stage `filter`)."""
+    """HiCQA-Graph filtering (stage `filter`).
 
-    method: Literal["graph", "clip", "nli", "text"] = "graph"
+    `method` picks the score that decides: `graph` (the trained HiCQA-Graph) or one signal alone
+    as a baseline: `clip` (calibrated CLIP image-QA similarity), `nli` (NLI entailment), `text`
+    (sentence-embedding similarity of caption and QA) or `lexical` (word overlap).
+    """
+
+    method: Literal["graph", "clip", "nli", "text", "lexical"] = "graph"
     keep_share: float = Field(default=0.75, gt=0, le=1)
+    """Share of QAs to keep, the highest scores first."""
     threshold: float | None = None
     """When set, keep every QA whose score is at least this value instead of the top share."""
     per_task: bool = False
     """Apply the keep share within each task type instead of over all QAs."""
+
+    # Graph construction.
+    knn_k: int = Field(default=8, ge=0)
+    """Nearest neighbours per image and per QA by embedding similarity (0: no similarity edges)."""
+    knn_exact_below: int = Field(default=20_000, ge=1)
+    """Node counts below this use exact nearest-neighbour search; larger ones a random-projection forest."""
+    knn_trees: int = Field(default=4, ge=1)
+    """Random-projection trees of the approximate nearest-neighbour search (more: better recall)."""
+
+    # Model.
+    hidden_channels: int = Field(default=64, ge=4)
+    num_layers: int = Field(default=2, ge=1)
+    heads: int = Field(default=2, ge=1)
+    """Attention heads of the GATv2 layers; `hidden_channels` must be divisible by it."""
+    dropout: float = Field(default=0.4, ge=0, lt=1)
+
+    # Training.
+    epochs: int = Field(default=300, ge=1)
+    patience: int = Field(default=40, ge=1)
+    """Stop after this many epochs without a lower loss on the held-out QAs."""
+    learning_rate: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=1e-3, ge=0)
+    held_out_share: float = Field(default=0.2, gt=0, lt=1)
+    """Share of QA nodes whose weak labels are kept out of training, for early stopping."""
+    batch_qas: int = Field(default=50_000, ge=1)
+    """Graphs with more QA nodes are trained and scored in partitions of about this many QAs."""
+    threads: int | None = Field(default=None, ge=1)
+    """CPU threads for training and scoring; None: one thread below 20,000 QAs, where tensors are too
+    small to repay the synchronisation of several, and PyTorch's default above."""
+
+    # Fusion of the consistency score: a weighted mean of log-odds.
+    nli_weight: float = Field(default=1.0, ge=0)
+    alignment_weight: float = Field(default=1.0, ge=0)
+    judge_weight: float = Field(default=1.0, ge=0)
+    """Weight of the agent judge's score in the fused score, for QAs that have one."""
+    reliability_weighting: bool = True
+    """Multiply each head's weight by 1 / (1 - R^2) of its predictions on the held-out QAs."""
 
 
 class McqConfig(Section):

@@ -233,6 +233,7 @@ class FilterDecision:
     baseline_clip: float | None = None
     baseline_nli: float | None = None
     baseline_text: float | None = None
+    baseline_lexical: float | None = None
 
 
 @dataclass
