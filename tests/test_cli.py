@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -133,7 +134,8 @@ def test_settings_persist_across_commands(tmp_path, elife_small_folder):
     assert manifest["config"]["ingest"]["chunk_size"] == 2
     assert manifest["config"]["limit"] == 4
     assert manifest["stages"]["ingest"]["count"] == 4
-    assert (out / "config.toml").read_text().count("chunk_size = 2") == 1
+    assert tomllib.loads((out / "config.toml").read_text())["ingest"]["chunk_size"] == 2
+    assert (out / "config.toml").read_text().splitlines().count("chunk_size = 2") == 1
 
 
 def test_second_command_on_busy_run_is_refused(tmp_path, biomedica_shard):
