@@ -51,6 +51,24 @@ def available_stages() -> list[str]:
     return names
 
 
+def resolve_config(run: RunDir, layers: dict[str, Any] | None = None) -> tuple[str, dict[str, Any], Config]:
+    """Return the profile, the explicit settings and the configuration of `run` with `layers` on top.
+
+    Stores nothing; `open_run` records the result in the manifest.
+    """
+    stored = run.read_manifest().get("config_layers") or {}
+    layers = layers or {}
+    explicit = explicit_settings(
+        base=stored.get("explicit"),
+        file=layers.get("file"),
+        values=layers.get("values"),
+        overrides=layers.get("overrides") or (),
+    )
+    profile = layers.get("profile") or explicit.pop("profile", None) or stored.get("profile") or "offline"
+    explicit.pop("profile", None)
+    return profile, explicit, load_config(profile, explicit)
+
+
 def open_run(
     root: str,
     *,
@@ -67,19 +85,7 @@ def open_run(
     run = RunDir(root)
     if create:
         run.create()
-    manifest = run.read_manifest()
-    stored = manifest.get("config_layers") or {}
-    layers = layers or {}
-
-    explicit = explicit_settings(
-        base=stored.get("explicit"),
-        file=layers.get("file"),
-        values=layers.get("values"),
-        overrides=layers.get("overrides") or (),
-    )
-    profile = layers.get("profile") or explicit.pop("profile", None) or stored.get("profile") or "offline"
-    explicit.pop("profile", None)
-    config = load_config(profile, explicit)
+    profile, explicit, config = resolve_config(run, layers)
     with run.update_manifest() as manifest:
         manifest["config_layers"] = {"profile": profile, "explicit": explicit}
         manifest["config"] = config.model_dump(mode="json")

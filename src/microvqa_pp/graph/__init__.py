@@ -19,6 +19,6 @@ The pipeline of this package, in the order a run meets it:
 import warnings
 
 # PyTorch Geometric compiles a few helpers with torch.jit.script when it is imported, and torch
-# 2.14 warns that torch.jit.script is deprecated. The warning is about PyG, not this package, and
-# it printed into every build, so it is silenced here for that one message.
+# 2.14 warns that torch.jit.script is deprecated. The warning concerns PyG, not this package, and
+# would show in every build, so it is silenced here for that one message.
 warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)

@@ -85,21 +85,12 @@ def filter_command(run_folder: str | None, dataset: Path | None, out: str | None
 
 def _bench_config(folder: str, options: dict[str, Any]):
     """Resolve a run's settings with this command's options on top, without storing them in the run."""
-    from microvqa_pp.config import explicit_settings, load_config
+    from microvqa_pp.pipeline import resolve_config
     from microvqa_pp.run.rundir import RunDir
 
     run = RunDir(folder)
-    stored = run.read_manifest().get("config_layers") or {}
-    layers = config_layers(options)
-    explicit = explicit_settings(
-        base=stored.get("explicit"),
-        file=layers.get("file"),
-        values=layers.get("values"),
-        overrides=layers.get("overrides") or (),
-    )
-    profile = layers.get("profile") or explicit.pop("profile", None) or stored.get("profile") or "offline"
-    explicit.pop("profile", None)
-    return run, load_config(profile, explicit)
+    _, _, config = resolve_config(run, config_layers(options))
+    return run, config
 
 
 @click.command(name="filter-bench")
