@@ -27,6 +27,7 @@ from microvqa_pp.signals.loading import (
     load_model,
     model_dtype,
     model_identity,
+    precision_tag,
     to_device,
 )
 
@@ -54,7 +55,7 @@ class ClipEncoder(ABC):
 
     @cached_property
     def namespace(self) -> str:
-        return f"{model_identity(self.name)}|{CLIP_VERSION}"
+        return f"{model_identity(self.name)}|{CLIP_VERSION}{precision_tag(self.device, self.half_precision)}"
 
     # What each library implements ----------------------------------------------------------
 

@@ -48,6 +48,11 @@ def resolve_device(requested: str) -> str:
         return "cpu"
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"signals.device is {requested!r} but torch sees no CUDA device; set signals.device = 'auto' or 'cpu'")
+    if requested.startswith("cuda:") and int(requested[5:]) >= torch.cuda.device_count():
+        raise ConfigError(
+            f"signals.device is {requested!r} but torch sees {torch.cuda.device_count()} CUDA device(s), "
+            f"numbered from 0; choose one of them or set signals.device = 'auto'"
+        )
     if requested == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("signals.device is 'mps' but MPS is not available; set signals.device = 'auto' or 'cpu'")
     return requested
@@ -60,6 +65,15 @@ def model_dtype(device: str, half_precision: bool) -> "torch.dtype":
     if half_precision and device.startswith(("cuda", "mps")):
         return torch.float16
     return torch.float32
+
+
+def precision_tag(device: str, half_precision: bool) -> str:
+    """Return the part of a cache namespace that names the precision: empty for float32.
+
+    Values computed in float16 on a GPU differ in the last digits from float32 ones, so the two
+    are cached apart; float32 keeps the bare namespace that earlier caches used.
+    """
+    return "|float16" if half_precision and device.startswith(("cuda", "mps")) else ""
 
 
 def resolve_text_model(name: str) -> str:

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 from microvqa_pp.deps import require
 from microvqa_pp.signals.cache import SignalCache, content_key
 from microvqa_pp.signals.lexical import split_sentences
-from microvqa_pp.signals.loading import ModelLoadError, load_model, model_dtype, model_identity, to_device
+from microvqa_pp.signals.loading import ModelLoadError, load_model, model_dtype, model_identity, precision_tag, to_device
 
 NLI_VERSION = "nli-sentence-windows-v1"
 """Version of the windowing and aggregation; part of the cache namespace."""
@@ -152,7 +152,7 @@ class NLIScorer:
 
     @cached_property
     def namespace(self) -> str:
-        return f"{model_identity(self.name)}|{NLI_VERSION}"
+        return f"{model_identity(self.name)}|{NLI_VERSION}{precision_tag(self.device, self.half_precision)}"
 
     @cached_property
     def max_length(self) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 
 from microvqa_pp.deps import require
 from microvqa_pp.signals.cache import SignalCache, content_key
-from microvqa_pp.signals.loading import load_model, model_dtype, model_identity, resolve_text_model, to_device
+from microvqa_pp.signals.loading import load_model, model_dtype, model_identity, precision_tag, resolve_text_model, to_device
 
 SENTENCE_EMBEDDING_VERSION = "sentence-embedding-v1"
 """Version of how vectors are computed here (L2-normalized `sentence_embedding` output)."""
@@ -55,7 +55,7 @@ class SentenceEmbedder:
 
     @cached_property
     def namespace(self) -> str:
-        return f"{model_identity(self.path)}|{SENTENCE_EMBEDDING_VERSION}"
+        return f"{model_identity(self.path)}|{SENTENCE_EMBEDDING_VERSION}{precision_tag(self.device, self.half_precision)}"
 
     @property
     def max_length(self) -> int:
