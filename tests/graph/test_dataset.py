@@ -134,3 +134,19 @@ def test_filter_input_rejects_unknown_format(tmp_path, reference_signals):
     result = CliRunner().invoke(main, ["filter", "--input", str(path), "--out", str(tmp_path / "run")])
     assert result.exit_code != 0
     assert "unknown data set format '.csv'" in result.output
+
+
+@pytest.mark.parametrize(
+    ("row", "answer"),
+    [
+        ({"choices": ["1) AEBSF", "2) Allopurinol"], "correct_index": 2, "correct_answer": "2) Allopurinol"}, "Allopurinol"),
+        ({"choices": ["1) AEBSF", "2) Allopurinol"], "correct_index": 2}, "Allopurinol"),
+        ({"choices": ["1) 0.5 mM", "2) 2.4 μg/mL"], "correct_index": 2, "correct_answer": "2) 2.4 μg/mL"}, "2.4 μg/mL"),
+        ({"choices": ["0.5 mM NaCl", "2.4 μg/mL"], "correct_index": 2, "correct_answer": "2.4 μg/mL"}, "2.4 μg/mL"),
+        ({"choices": ["3:1 ratio", "1:1 ratio"], "correct_index": 1}, "3:1 ratio"),
+        ({"choices": ["1) a", "3) b"], "correct_index": 2, "correct_answer": "3) b"}, "3) b"),
+        ({"correct_answer": "2) stays, no numbered choices"}, "2) stays, no numbered choices"),
+    ],
+)
+def test_option_number_removed_only_from_numbered_choices(row, answer):
+    assert dataset._row_answer(row) == answer

@@ -42,7 +42,8 @@ from microvqa_pp.sources.base import RawSample
 
 logger = logging.getLogger(__name__)
 
-_CHOICE_PREFIX = re.compile(r"^\s*\(?\d+[).:]\s*")
+_CHOICE_PREFIX = re.compile(r"^\s*(\d{1,2})\)\s+")
+"""The release format's option number, "2) Allopurinol"."""
 _TASK_IDS = {name.lower(): task for task, name in TASK_NAMES.items()}
 
 # A user's data set is taken as it is: no label or licence selection, any caption length.
@@ -64,12 +65,29 @@ class InputRow:
     error_detail: str = ""
 
 
-def _choice_answer(row: dict[str, Any]) -> str:
-    """Return the correct choice's text from `choices` and a 1-based `correct_index`, or ''."""
+def _numbered(choices: Any) -> bool:
+    """True when every choice starts with its own number, "1) ", "2) ", ... (the release format)."""
+    if not isinstance(choices, (list, tuple)) or not choices:
+        return False
+    for number, choice in enumerate(choices, start=1):
+        match = _CHOICE_PREFIX.match(str(choice))
+        if match is None or int(match.group(1)) != number:
+            return False
+    return True
+
+
+def _row_answer(row: dict[str, Any]) -> str:
+    """Return the correct answer's text: `correct_answer`, else the choice at the 1-based `correct_index`.
+
+    The option number is removed only when every choice of the row carries its own, so an answer
+    such as "2.4 μg/mL" or "3:1 ratio" in an unnumbered data set stays whole.
+    """
     choices, index = row.get("choices"), row.get("correct_index")
-    if not isinstance(choices, (list, tuple)) or not isinstance(index, int) or not 1 <= index <= len(choices):
-        return ""
-    return _CHOICE_PREFIX.sub("", str(choices[index - 1]))
+    numbered = _numbered(choices)
+    answer = str(row.get("correct_answer") or "")
+    if not answer and isinstance(choices, (list, tuple)) and isinstance(index, int) and 1 <= index <= len(choices):
+        answer = str(choices[index - 1])
+    return _CHOICE_PREFIX.sub("", answer, count=1) if numbered else answer
 
 
 def read_parquet_rows(path: Path) -> Iterator[InputRow]:
@@ -96,7 +114,7 @@ def read_parquet_rows(path: Path) -> Iterator[InputRow]:
                 image=image_bytes if isinstance(image_bytes, bytes) and image_bytes else None,
                 caption=row.get("image_caption"),
                 question=str(row.get("question") or ""),
-                answer=_CHOICE_PREFIX.sub("", str(row.get("correct_answer") or "")) or _choice_answer(row),
+                answer=_row_answer(row),
                 task_str=str(row.get("task_str") or ""),
             )
             number += 1
