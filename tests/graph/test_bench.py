@@ -125,4 +125,9 @@ def test_filter_bench_json(make_scored_run, sample, tmp_path, monkeypatch):
 
     table = CliRunner().invoke(main, ["filter-bench", str(run.root), "--seeds", "1", *settings])
     assert table.exit_code == 0, table.output
-    assert table.stdout.splitlines()[0].split()[:3] == ["method", "AUROC", "removed@keep"]
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:3] == ["method", "AUROC", "removed@keep"]
+    assert "moved_qa AUROC/removed" in lines[0]
+    lexical = report["methods"]["lexical"]["by_corruption"]["moved_qa"]
+    lexical_row = next(line for line in lines if line.startswith("lexical "))
+    assert f"{lexical['auroc']:.3f} / {lexical['removed_at_keep']:.2f}" in lexical_row

@@ -344,8 +344,12 @@ def run_bench(
 
 
 def format_table(report: BenchReport) -> str:
-    """Render the report as an aligned text table, one row per method."""
-    header = ["method", "AUROC", "removed@keep", "clean removed", *(f"AUROC {name}" for name in CORRUPTIONS)]
+    """Render the report as an aligned text table, one row per method.
+
+    Each corruption's column holds its AUROC and, after the slash, the share of its corrupted QAs
+    that the keep share removes.
+    """
+    header = ["method", "AUROC", "removed@keep", "clean removed", *(f"{name} AUROC/removed" for name in CORRUPTIONS)]
     rows = [header]
     for method, result in [*report.methods.items(), *report.components.items()]:
         row = [
@@ -356,7 +360,7 @@ def format_table(report: BenchReport) -> str:
         ]
         for name in CORRUPTIONS:
             item = result["by_corruption"].get(name)
-            row.append(f"{item['auroc']:.3f}" if item else "-")
+            row.append(f"{item['auroc']:.3f} / {item['removed_at_keep']:.2f}" if item else "-")
         rows.append(row)
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
