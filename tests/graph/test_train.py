@@ -103,6 +103,35 @@ def test_without_hiding_the_head_reproduces_the_shuffled_signal(arrays, signal, 
     assert np.corrcoef(predicted, labels)[0, 1] > 0.8
 
 
+@pytest.fixture(scope="module")
+def full_arrays(arrays):
+    """The sample's arrays with NLI probabilities and CLIP similarities filled in, as the full profile has."""
+    rng = np.random.default_rng(11)
+    signals = arrays.signals.copy()
+    probabilities = rng.dirichlet((2.0, 1.0, 1.0), arrays.num_qas)
+    for column, name in enumerate(("nli_entailment", "nli_neutral", "nli_contradiction")):
+        signals[:, signal_index(name)] = probabilities[:, column]
+    signals[:, signal_index("clip_image_caption")] = rng.normal(0.3, 0.04, arrays.num_qas)
+    signals[:, signal_index("clip_image_qa")] = rng.normal(0.25, 0.04, arrays.num_qas)
+    return dataclasses.replace(arrays, signals=signals)
+
+
+@pytest.mark.parametrize(("signal", "head"), [("nli_entailment", "nli"), ("clip_image_qa", "alignment")])
+def test_full_profile_hidden_signal_is_not_reproduced(full_arrays, signal, head):
+    """With NLI and CLIP present they become the weak labels; hiding must keep them from the heads."""
+    assert SignalSpec.fit(full_arrays.signals).label_sources[head] == signal
+    runs = [_shuffled_signal_run(full_arrays, signal, head, seed) for seed in range(3)]
+    predicted = np.concatenate([run[0] for run in runs])
+    labels = np.concatenate([run[1] for run in runs])
+    assert abs(np.corrcoef(predicted, labels)[0, 1]) < 0.3
+
+
+@pytest.mark.parametrize(("signal", "head"), [("nli_entailment", "nli"), ("clip_image_qa", "alignment")])
+def test_full_profile_control_without_hiding(full_arrays, signal, head):
+    predicted, labels = _shuffled_signal_run(full_arrays, signal, head, 0, {"hidden": {"nli": [], "alignment": []}})
+    assert np.corrcoef(predicted, labels)[0, 1] > 0.8
+
+
 def test_partitioned_training_scores_every_qa_once(arrays):
     spec = SignalSpec.fit(arrays.signals)
     data = build_graph(arrays, spec, knn_k=5)
