@@ -62,3 +62,8 @@ def test_section_fingerprint_changes_with_setting():
     unrelated = load_config("offline", {"mcq": {"num_options": 5}}).section_fingerprint("filter")
     assert first != second
     assert first == unrelated
+
+
+def test_per_task_and_threshold_are_refused_together():
+    with pytest.raises(ConfigError, match="per_task .* cannot be combined with threshold"):
+        load_config("offline", {"filter": {"per_task": True, "threshold": 0.6}})

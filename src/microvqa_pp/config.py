@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from microvqa_pp import models
 from microvqa_pp.errors import ConfigError
@@ -160,6 +160,12 @@ class FilterConfig(Section):
     """Weight of the agent judge's score in the fused score, for QAs that have one."""
     reliability_weighting: bool = True
     """Multiply each head's weight by 1 / (1 - R^2) of its predictions on the held-out QAs."""
+
+    @model_validator(mode="after")
+    def _one_selection_rule(self) -> "FilterConfig":
+        if self.per_task and self.threshold is not None:
+            raise ValueError("per_task applies the keep share within each task type and cannot be combined with threshold; unset one of them")
+        return self
 
 
 class McqConfig(Section):
