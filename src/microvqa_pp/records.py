@@ -268,6 +268,8 @@ class MCQ:
     """Kind of the correct answer by the MCQ span lexicon or stage 1 (`stain`, `organism`, `quantity:μM`, ... or `other`)."""
     distractor_source: str = ""
     """Origin of the distractors: `agent`, or offline `corpus`, `lexicon`, `scaled`, `other-answers` joined by `+`."""
+    blooms_level_classifier: int | None = None
+    """The offline classifier's Bloom's level, kept beside the agent's so the two can be compared."""
 
 
 @dataclass

@@ -181,6 +181,18 @@ def test_rule_breaking_replies_rejected(make_mcq_run, llm_questions, openai_stub
     assert all(rejection.detail for rejection in rejections)
 
 
+def test_empty_option_rejected(make_mcq_run, llm_questions, openai_stub):
+    coli = [question for question in llm_questions if question[1] == "E. coli"]
+    mcq_run = make_mcq_run(coli)
+    reply = {**good_reply(coli[0][2], "E. coli"), "options": ["E. coli", " ", "S. aureus", "B. subtilis"]}
+    with serve(openai_stub, ScriptedModel({"E. coli": Reply.json(reply)})) as stub:
+        result, records, rejections = run_llm_stage(mcq_run, stub, write_attempts=1)
+
+    assert records == []
+    assert [rejection.reason for rejection in rejections] == ["empty_option"]
+    assert result.rejected == {"empty_option": 1}
+
+
 def test_failed_validation_asked_again(make_mcq_run, llm_questions, openai_stub):
     dapi = [question for question in llm_questions if question[1] == "DAPI"]
     mcq_run = make_mcq_run(dapi)
@@ -212,6 +224,7 @@ def test_llm_records(make_mcq_run, llm_questions, openai_stub):
         assert record.blooms_level == 3
         assert record.blooms_name == "Application"
         assert record.blooms_source == "agent:stub-model"
+        assert 1 <= record.blooms_level_classifier <= 6
         assert record.no_image_outcome == "passed"
         assert record.no_image_accuracy == 0.0
         assert record.choices[record.correct_index] == record.correct_answer

@@ -33,6 +33,7 @@ def test_offline_mcqs_pass_validation(offline):
         assert record.no_image_outcome in ("passed", "rewritten-passed", "failed")
         assert 1 <= record.blooms_level <= 6
         assert record.blooms_source == "classifier:logreg-embedding"
+        assert record.blooms_level_classifier == record.blooms_level
         assert record.generator == "offline-template"
 
 

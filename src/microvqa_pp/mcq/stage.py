@@ -139,8 +139,9 @@ class McqStage(ChunkedStage):
             usage = agent.usage()
             agent.close()
 
-        for (context, _), check, (level, level_source) in zip(drafts, checks, levels):
-            result.records.append(self._record(agent, context, check, level, level_source))
+        for (context, _), check, (level, level_source, classifier_level) in zip(drafts, checks, levels):
+            result.records.append(self._record(agent, context, check, level, level_source, classifier_level))
+            counters["blooms_agent_classifier_agree"] += int(level == classifier_level)
             counters[f"no_image_{check.outcome.replace('-', '_')}"] += 1
             counters[f"blooms_level_{level}"] += 1
             counters["rewrites_rejected"] += len(check.rejected_rewrites)
@@ -214,27 +215,35 @@ class McqStage(ChunkedStage):
         rewrite_task = McqRewriteTask(self.config.mcq.num_options, tools.writer, tools.answerer, seed=self.config.seed)
         return NoImageCheck(agent, answer_task, rewrite_task, self.no_image, self._validate).run(drafts)
 
-    def _blooms(self, agent: Agent, tools: "_Tools", finals: list[tuple[QAContext, McqDraft]], result: UnitResult) -> list[tuple[int, str]]:
-        """Return the Bloom's level and its source per question; a failed agent reply falls back to the classifier."""
+    def _blooms(
+        self, agent: Agent, tools: "_Tools", finals: list[tuple[QAContext, McqDraft]], result: UnitResult
+    ) -> list[tuple[int, str, int]]:
+        """Return per question the Bloom's level, its source and the offline classifier's level.
+
+        The level comes from the agent; the classifier's level is kept beside it, and stands in
+        for the agent's when the agent is the offline one, when `mcq.blooms` is `classifier`, or
+        when the agent's reply fails.
+        """
         if not finals:
             return []
         items = [BloomsItem(context.qa_id, draft.question, draft.correct_answer) for context, draft in finals]
+        classifier = tools.classifier()
+        predicted = classifier.predict([item.stem for item in items], [item.answer for item in items])
         if agent.template_generated or self.config.mcq.blooms == "classifier":
-            classifier = tools.classifier()
-            levels = classifier.predict([item.stem for item in items], [item.answer for item in items])
-            return [(level, classifier.name) for level in levels]
+            return [(level, classifier.name, level) for level in predicted]
 
-        labelled: list[tuple[int, str]] = []
-        for item, output in zip(items, agent.run(BloomsTask(), items)):
+        labelled: list[tuple[int, str, int]] = []
+        for item, output, classifier_level in zip(items, agent.run(BloomsTask(), items), predicted):
             if output.ok and output.output is not None:
-                labelled.append((output.output, f"agent:{agent.name}"))
+                labelled.append((output.output, f"agent:{agent.name}", classifier_level))
                 continue
             result.counters["blooms_agent_failed"] += 1
-            classifier = tools.classifier()
-            labelled.append((classifier.predict([item.stem], [item.answer])[0], classifier.name))
+            labelled.append((classifier_level, classifier.name, classifier_level))
         return labelled
 
-    def _record(self, agent: Agent, context: QAContext, check: CheckResult, level: int, level_source: str) -> MCQ:
+    def _record(
+        self, agent: Agent, context: QAContext, check: CheckResult, level: int, level_source: str, classifier_level: int
+    ) -> MCQ:
         """Build the output record with the correct option first; `finish` moves it to its balanced position."""
         draft = check.draft
         qa = context.qa
@@ -262,6 +271,7 @@ class McqStage(ChunkedStage):
             prompt_version=f"{McqWriteTask.name}@{McqWriteTask.prompt_version}",
             span_kind=draft.span_kind or (mention.key if mention else OTHER),
             distractor_source=draft.distractor_source,
+            blooms_level_classifier=classifier_level,
         )
 
     # Merging ---------------------------------------------------------------------------------
