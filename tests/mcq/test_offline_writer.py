@@ -169,3 +169,20 @@ def test_lead_not_taken_from_another_panel(writer, contexts, captions):
     assert writer.write(panel_b).question.startswith("A fluorescence micrograph")
     technique = with_answer(context, "Electron microscopy", support="(D) Electron microscopy shows a diffusely wrinkled GBM.")
     assert writer.write(technique).question.startswith("A microscopy image")
+
+
+@pytest.mark.parametrize(
+    ("answer", "key", "shown"),
+    [
+        ("Immunofluorescence", "technique", "immunofluorescence"),
+        ("Confocal microscopy", "technique", "confocal microscopy"),
+        ("Giemsa", "stain", "Giemsa"),
+        ("HeLa cells", "cell_line", "HeLa cells"),
+        ("Hela cells", "cell_line", "Hela cells"),
+        ("Escherichia coli", "organism", "Escherichia coli"),
+        ("DAPI", "stain", "DAPI"),
+        ("Imunofluorescence", "technique", "Imunofluorescence"),
+    ],
+)
+def test_sentence_start_capital_lowered(writer, answer, key, shown):
+    assert writer.sentence_case(answer, key) == shown

@@ -173,7 +173,25 @@ class OfflineWriter:
         mention = kind.mention
         if mention is not None and mention.value is not None and not any(character.isdigit() for character in mention.text):
             return replace_number(context.answer, mention, mention.value)
-        return context.answer
+        return self.sentence_case(context.answer, kind.key)
+
+    def sentence_case(self, answer: str, key: str) -> str:
+        """Lower the answer's first letter when only its place at a sentence start capitalised it.
+
+        A span copied from the start of a caption sentence ("Confocal microscopy of ...") would
+        otherwise be the one capitalised option among lowercase distractors from the lexicon, which
+        gives the answer away. The letter is lowered only when the lexicon writes a form of the
+        answer's kind that starts with the same word in lowercase, so names such as "Giemsa" or
+        "HeLa" keep theirs.
+        """
+        first_word = answer.split(" ", 1)[0]
+        if not first_word[:1].isupper() or not first_word[1:].islower():
+            return answer
+        lowered = first_word.lower()
+        forms = (form for entry in self.lexicon.entries.get(key, []) for form in entry.forms)
+        if not any(form.split(" ", 1)[0] == lowered for form in forms):
+            return answer
+        return answer[0].lower() + answer[1:]
 
     def assemble(self, context: QAContext, kind: AnswerKind, distractors: list[Candidate], *, generic_question: bool) -> McqDraft:
         """Build the stem and the rationale around a chosen set of distractors.
