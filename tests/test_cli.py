@@ -61,7 +61,7 @@ def test_ingest_then_status_json(tmp_path, biomedica_shard):
     assert result.exit_code == 0, result.output
     assert "ingest  done   15" in result.output
     report = json.loads(status.output)
-    assert set(report) <= {"stages", "notes"}
+    assert set(report) <= {"stages", "out_of_date", "notes"}
     assert report["stages"]["ingest"] == {"state": "done", "count": 15, "rejected": {}, "output": "stages/ingest.parquet"}
     for name, entry in report["stages"].items():
         assert set(entry) == {"state", "count", "rejected", "output"}, name
@@ -286,3 +286,66 @@ def test_forced_source_kind_is_remembered(tmp_path, biomedica_shard):
     assert again.exit_code == 0, again.output
     assert RunDir(out).read_manifest()["sources"] == [{"kind": "biomedica", "location": str(shard)}]
     assert RunDir(out).stage_info("ingest").count == 15
+
+
+def test_status_marks_stage_whose_input_changed(tmp_path, elife_small_folder):
+    out = tmp_path / "run"
+    invoke("ingest", elife_small_folder, "--out", out, "--limit", "4")
+    invoke("generate", out)
+    assert json.loads(invoke("status", out, "--json").output)["out_of_date"] == {}
+
+    invoke("ingest", elife_small_folder, "--out", out, "--limit", "3")
+
+    report = json.loads(invoke("status", out, "--json").output)
+    assert report["out_of_date"] == {"generate": ["ingest"]}
+    assert report["stages"]["generate"]["state"] == "done"
+    assert "generate  done (out of date: ingest changed)" in invoke("status", out).output
+
+
+def test_stage_commands_take_no_limit(tmp_path, elife_small_folder):
+    out = tmp_path / "run"
+    invoke("ingest", elife_small_folder, "--out", out, "--limit", "4")
+
+    result = CliRunner().invoke(main, ["generate", str(out), "--limit", "2"])
+
+    assert result.exit_code == 2
+    assert "No such option '--limit'" in result.output
+    assert RunDir(out).read_manifest()["config"]["limit"] == 4
+
+
+def test_stage_command_on_other_folder_leaves_no_files(tmp_path):
+    folder = tmp_path / "not-a-run"
+    folder.mkdir()
+
+    result = CliRunner().invoke(main, ["generate", str(folder)])
+
+    assert result.exit_code == 1
+    assert "is not a run folder" in result.output
+    assert list(folder.iterdir()) == []
+
+
+def test_invalid_setting_creates_no_run_folder(tmp_path, elife_small_folder):
+    out = tmp_path / "run"
+
+    result = CliRunner().invoke(main, ["ingest", str(elife_small_folder), "--out", str(out), "--set", "ingest.chunk_size=zero"])
+
+    assert result.exit_code == 1
+    assert "ingest.chunk_size" in result.output
+    assert not (out / "manifest.json").exists()
+    assert not (out / "images").exists()
+
+
+def test_library_root_logging_adds_no_second_handler():
+    # A library that calls logging.info() would otherwise make logging print every record of
+    # this package again through a basicConfig handler, debug tracebacks included.
+    code = (
+        "import logging\n"
+        "from microvqa_pp.log import setup_logging\n"
+        "setup_logging(0)\n"
+        "logging.info('library line')\n"
+        "logging.getLogger('microvqa_pp.cli').debug('debug line')\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stderr == ""

@@ -67,3 +67,18 @@ def test_section_fingerprint_changes_with_setting():
 def test_per_task_and_threshold_are_refused_together():
     with pytest.raises(ConfigError, match="per_task .* cannot be combined with threshold"):
         load_config("offline", {"filter": {"per_task": True, "threshold": 0.6}})
+
+
+def test_unknown_key_names_the_nearest_setting():
+    with pytest.raises(ConfigError, match=r"unknown setting filter\.keep_shar; did you mean filter\.keep_share\?"):
+        load_config("offline", {"filter": {"keep_shar": 0.8}})
+
+
+def test_unknown_section_names_the_nearest_section():
+    with pytest.raises(ConfigError, match=r"unknown setting filtr; did you mean filter\?"):
+        load_config("offline", {"filtr": {"keep_share": 0.8}})
+
+
+def test_unknown_key_without_near_match_lists_the_section():
+    with pytest.raises(ConfigError, match=r"unknown setting split\.zzz; known settings here: split\.test_share"):
+        load_config("offline", {"split": {"zzz": 1}})

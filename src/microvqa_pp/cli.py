@@ -62,13 +62,16 @@ def handle_errors(function: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+LIMIT_OPTION = click.option("--limit", type=click.IntRange(min=1), help="Stop after this many accepted figures (ingest).")
+"""Only `build` and `ingest` take --limit: it selects figures, and later stages read what ingest kept."""
+
+
 def config_options(function: Callable[..., Any]) -> Callable[..., Any]:
     """Add the options that set a run's configuration."""
     options = [
         click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="TOML file of settings."),
         click.option("--profile", type=click.Choice(["offline", "full"]), help="Named set of defaults: offline (no model hub or LLM server) or full."),
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override one setting, e.g. --set filter.keep_share=0.8 (repeatable)."),
-        click.option("--limit", type=click.IntRange(min=1), help="Stop after this many accepted figures."),
         click.option("--workers", type=click.IntRange(min=1), help="Work units processed at once."),
         click.option("--executor", type=click.Choice(["local", "ray"]), help="Run work units in local processes or on Ray."),
         click.option("--agent", type=click.Choice(["offline", "openai"]), help="Question-writing backend."),
@@ -118,6 +121,8 @@ def _open(out: str, sources_spec: tuple[str, ...] | None, options: dict[str, Any
     if sources_spec:
         kind = options.get("source_kind") or _stored_source_kind(out)
         sources = locate_sources(list(sources_spec), kind)
+    else:
+        RunDir(out).read_manifest()  # a clear error when `out` is not a run folder, before any lock file
     RunDir(out).acquire_lock()
     click.get_current_context().call_on_close(RunDir(out).release_lock)
     run, config = open_run(out, create=sources is not None, sources=sources, layers=config_layers(options))
@@ -150,6 +155,7 @@ SOURCE_KIND = click.option(
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder to create or resume.")
 @SOURCE_KIND
 @config_options
+@LIMIT_OPTION
 @click.option("--force", is_flag=True, help="Rerun every stage even when its output is up to date.")
 @handle_errors
 def build(sources: tuple[str, ...], out: str, force: bool, **options: Any) -> None:
@@ -173,6 +179,7 @@ def build(sources: tuple[str, ...], out: str, force: bool, **options: Any) -> No
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder to create or resume.")
 @SOURCE_KIND
 @config_options
+@LIMIT_OPTION
 @click.option("--force", is_flag=True, help="Rerun the stage even when its output is up to date.")
 @handle_errors
 def ingest(sources: tuple[str, ...], out: str, force: bool, **options: Any) -> None:
@@ -210,7 +217,10 @@ def status(run_folder: str, as_json: bool) -> None:
     """Print each stage's state, record count, rejections and output file.
 
     A stage whose command was killed stays `running` in the manifest; the table shows it as
-    `running (process gone)`. Run the same command again to resume it.
+    `running (process gone)`. Run the same command again to resume it. A stage whose input
+    changed after it ran (an earlier stage was run again with other settings) shows as
+    `done (out of date: STAGE changed)`, and JSON lists it under `out_of_date` with the stages
+    that changed; `build` reruns it.
     """
     from microvqa_pp.pipeline import STAGES
     from microvqa_pp.run.rundir import RunDir
@@ -219,11 +229,13 @@ def status(run_folder: str, as_json: bool) -> None:
     manifest = run.read_manifest()
     names = list(STAGES) + [name for name in manifest.get("stages", {}) if name not in STAGES]
     if as_json:
-        stages = {}
+        stages, out_of_date = {}, {}
         for name in names:
             info = run.stage_info(name)
             stages[name] = {"state": info.state, "count": info.count, "rejected": info.rejected, "output": info.output}
-        click.echo(json.dumps({"stages": stages, "notes": manifest.get("notes", {})}, indent=2))
+            if info.state == "done" and info.changed_upstream:
+                out_of_date[name] = list(info.changed_upstream)
+        click.echo(json.dumps({"stages": stages, "out_of_date": out_of_date, "notes": manifest.get("notes", {})}, indent=2))
         return
     click.echo(format_status(run, names))
     for key, text in manifest.get("notes", {}).items():

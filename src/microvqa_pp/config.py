@@ -9,6 +9,7 @@ are errors, so a typo never passes silently.
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import json
 import tomllib
@@ -389,10 +390,27 @@ def load_config(profile: str | None = None, explicit: dict[str, Any] | None = No
     try:
         return Config.model_validate(merged)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in error.errors()
-        )
+        problems = "; ".join(_describe_problem(item) for item in error.errors())
         raise ConfigError(f"invalid configuration: {problems}") from error
+
+
+def _describe_problem(item: dict[str, Any]) -> str:
+    """Word one pydantic error for a user: an unknown key gets the nearest known names."""
+    location = [str(part) for part in item["loc"]]
+    key = ".".join(location)
+    if item["type"] != "extra_forbidden":
+        return f"{key}: {item['msg']}"
+    model: type[BaseModel] = Config
+    for part in location[:-1]:
+        annotation = model.model_fields[part].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    prefix = ".".join(location[:-1])
+    qualified = {name: f"{prefix}.{name}" if prefix else name for name in model.model_fields}
+    close = [qualified[name] for name in difflib.get_close_matches(location[-1], list(qualified), n=3, cutoff=0.6)]
+    hint = f"did you mean {' or '.join(close)}?" if close else f"known settings here: {', '.join(qualified.values())}"
+    return f"unknown setting {key}; {hint}"
 
 
 def config_to_toml(config: Config) -> str:

@@ -36,6 +36,12 @@ def setup_logging(verbosity: int = 0) -> None:
             handler.setLevel(level)
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # A library that logs through the logging module's functions (`logging.info(...)`) makes
+    # logging call basicConfig when the root logger has no handler; that handler would then print
+    # every record of this package a second time, debug tracebacks included.
+    top = logging.getLogger()
+    if not top.handlers:
+        top.addHandler(logging.NullHandler())
 
 
 def log_to_file(path: Path) -> None:

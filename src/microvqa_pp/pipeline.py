@@ -54,9 +54,10 @@ def available_stages() -> list[str]:
 def resolve_config(run: RunDir, layers: dict[str, Any] | None = None) -> tuple[str, dict[str, Any], Config]:
     """Return the profile, the explicit settings and the configuration of `run` with `layers` on top.
 
-    Stores nothing; `open_run` records the result in the manifest.
+    Stores nothing; `open_run` records the result in the manifest. A folder that is not a run
+    folder yet has no stored settings.
     """
-    stored = run.read_manifest().get("config_layers") or {}
+    stored = (run.read_manifest().get("config_layers") if run.exists() else None) or {}
     layers = layers or {}
     explicit = explicit_settings(
         base=stored.get("explicit"),
@@ -83,9 +84,12 @@ def open_run(
     later command on the same run keeps earlier choices unless it overrides them.
     """
     run = RunDir(root)
+    if not create:
+        run.read_manifest()  # a clear error when `root` is not a run folder
+    # Settings are checked before the folder is created, so a typo in them leaves nothing behind.
+    profile, explicit, config = resolve_config(run, layers)
     if create:
         run.create()
-    profile, explicit, config = resolve_config(run, layers)
     with run.update_manifest() as manifest:
         manifest["config_layers"] = {"profile": profile, "explicit": explicit}
         manifest["config"] = config.model_dump(mode="json")

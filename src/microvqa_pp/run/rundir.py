@@ -118,11 +118,18 @@ class StageInfo:
     output: str
     process_gone: bool = False
     """The stage is recorded as running, but no process has the run folder's lock (it was killed)."""
+    changed_upstream: tuple[str, ...] = ()
+    """Earlier stages whose output changed after this stage read it: its output is out of date."""
 
     @property
     def state_text(self) -> str:
-        """The state for people: `running (process gone)` for a stage whose process was killed."""
-        return f"{self.state} (process gone)" if self.process_gone else self.state
+        """The state for people: `running (process gone)` for a stage whose process was killed, and
+        `done (out of date: generate changed)` for one whose input changed since it ran."""
+        if self.process_gone:
+            return f"{self.state} (process gone)"
+        if self.changed_upstream and self.state == "done":
+            return f"{self.state} (out of date: {', '.join(self.changed_upstream)} changed)"
+        return self.state
 
 
 _HELD_LOCKS: dict[str, int] = {}
@@ -227,7 +234,20 @@ class RunDir:
             rejected=dict(entry.get("rejected", {})),
             output=entry.get("output", self.relative(self.stage_output(stage))),
             process_gone=state == "running" and not self.in_use(),
+            changed_upstream=tuple(self.changed_upstream(stage)),
         )
+
+    def changed_upstream(self, stage: str, _seen: frozenset[str] = frozenset()) -> list[str]:
+        """Return the earlier stages whose output changed after `stage` read it, directly or through
+        a stage between them. A stage that ran before upstream fingerprints were recorded has none."""
+        changed: list[str] = []
+        for name, fingerprint in (self.stage_entry(stage).get("upstream") or {}).items():
+            if name in _seen:
+                continue
+            if self.stage_entry(name).get("fingerprint", "") != fingerprint:
+                changed.append(name)
+            changed += self.changed_upstream(name, _seen | {stage})
+        return list(dict.fromkeys(changed))
 
     def add_note(self, key: str, text: str) -> None:
         """Record a fact about the run that a reader of the data must know (e.g. a missing signal)."""

@@ -173,9 +173,10 @@ class ChunkedStage(Stage):
         _discard_parts_of_another_plan(parts_dir, units)
         done = _finished_units(parts_dir, units)
         logger.info(
-            "%s: %d work units, %d already done%s",
+            "%s: %d work unit%s, %d already done%s",
             self.name,
             len(units),
+            "" if len(units) == 1 else "s",
             len(done),
             "" if not done else " (resuming)",
         )
@@ -439,6 +440,8 @@ def run_stage(stage: Stage, executor: Executor | None = None, *, force: bool = F
         stage.name,
         state="running",
         fingerprint=fingerprint,
+        # The fingerprints of the stages this one read, so `status` can tell when one has changed since.
+        upstream={name: run.stage_entry(name).get("fingerprint", "") for name in stage.requires},
         started_at=_now(),
         output=run.relative(stage.output_path),
     )
@@ -448,7 +451,11 @@ def run_stage(stage: Stage, executor: Executor | None = None, *, force: bool = F
     try:
         result = stage.execute(executor)
     except BaseException as error:
-        run.set_stage(stage.name, state="failed", error=f"{type(error).__name__}: {error}", finished_at=_now())
+        if isinstance(error, KeyboardInterrupt):
+            message = "interrupted (Ctrl-C); run the same command again to resume"
+        else:
+            message = f"{type(error).__name__}: {error}"
+        run.set_stage(stage.name, state="failed", error=message, finished_at=_now())
         raise
     seconds = time.perf_counter() - started
     run.set_stage(
