@@ -124,6 +124,7 @@ def test_baseline_method_ranks_by_its_signal(sample, make_scored_run, tmp_path):
     dropped = [decision.score for decision in decisions if not decision.keep]
     assert min(kept) >= max(dropped)
     assert not (run.root / "models" / "filter").exists()
+    assert run.read_manifest()["notes"]["filter"] == "QAs were ranked by one signal alone (filter.method=text, a baseline), not by HiCQA-Graph."
 
 
 def test_threshold_and_per_task(sample, make_scored_run, tmp_path):

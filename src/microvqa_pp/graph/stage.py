@@ -111,6 +111,8 @@ class FilterStage(Stage):
     def _record_stand_ins(self, scores: GraphScores) -> None:
         """Say in the run manifest what the heads were trained on, replacing an earlier run's note."""
         if self.config.filter.method != "graph":
+            method = self.config.filter.method
+            self.run.add_note("filter", f"QAs were ranked by one signal alone (filter.method={method}, a baseline), not by HiCQA-Graph.")
             return
         sources = scores.spec.label_sources
         text = f"HiCQA-Graph weak labels: the nli head predicts {sources['nli']}, the alignment head {sources['alignment']}"

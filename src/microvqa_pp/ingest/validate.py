@@ -11,7 +11,7 @@ Rejection reasons (the `reason` column of `stages/ingest.rejected.parquet`):
     missing_caption, empty_caption, caption_not_utf8, caption_too_short, caption_too_long
     label_not_selected    no selected primary (or secondary) label, e.g. not microscopy
     license_not_allowed   the licence is outside the configured groups or values
-    missing_image         no image member, column or file
+    missing_image         no image member, column or file, or an empty one
     unreadable_image      bytes that are not an image format Pillow knows
     corrupt_image         an image file that fails to decode (truncated, garbled)
     image_too_small, image_too_large   outside min_side or max_pixels (checked before decoding)
@@ -106,8 +106,10 @@ def check_image(key: str, data: bytes | None, settings: IngestConfig) -> Checked
     The declared size is checked before any pixel is decoded, so a decompression bomb (a small
     file that declares a huge image) is rejected without allocating its pixels.
     """
-    if not data:
+    if data is None:
         raise Rejected("missing_image", f"{key} has no image")
+    if not data:
+        raise Rejected("missing_image", f"the image of {key} is empty (0 bytes)")
     image = _open_image(key, data)
 
     width, height = image.size

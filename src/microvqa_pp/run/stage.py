@@ -123,6 +123,7 @@ class Stage(ABC):
 
     def cleanup(self) -> None:
         """Remove intermediate files; `run_stage` calls this once the stage is recorded as done."""
+        shutil.rmtree(self.run.stage_parts(self.name), ignore_errors=True)
 
     # Helpers for subclasses -------------------------------------------------------------------
 
@@ -212,8 +213,6 @@ class ChunkedStage(Stage):
         rejected = Counter(rejection.reason for rejection in merge.rejections)
         return StageResult(count=count, rejected=dict(sorted(rejected.items())), stats=dict(sorted(merge.counters.items())))
 
-    def cleanup(self) -> None:
-        shutil.rmtree(self.run.stage_parts(self.name), ignore_errors=True)
 
 
 @dataclass
