@@ -186,3 +186,12 @@ def test_lead_not_taken_from_another_panel(writer, contexts, captions):
 )
 def test_sentence_start_capital_lowered(writer, answer, key, shown):
     assert writer.sentence_case(answer, key) == shown
+
+
+def test_lead_names_no_rival_of_the_answer(writer, contexts):
+    support = "A, Quantification of the treatment of neurons (teal) and astrocytes (orange) with inhibitors."
+    context = replace(with_answer(contexts["astrocytes"], "neurons", "cell_type", support=support), caption=support)
+    options = ["neurons", "epithelial cells", "eosinophils", "platelets"]
+
+    assert writer.lead(context, options, "cell_type") == "A microscopy image is shown."
+    assert writer.lead(context, options, "stain") == "A microscopy image of astrocytes is shown."

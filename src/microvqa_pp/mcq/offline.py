@@ -68,6 +68,7 @@ STAGE1_KINDS = {
 _GENERIC_IMAGE = "A microscopy image"
 _GENERIC_WORDS = frozenset({"micrograph", "microscopy", "image", "section", "stained"})
 _SUBJECT_KINDS = ("cell_line", "organism", "cell_type")
+_CELL_KINDS = frozenset({"cell_line", "cell_type"})
 _TEXT_REFERENCES = re.compile(r"\b(?:caption|legend|text|article|authors?|paper|study)\b", re.IGNORECASE)
 NEAR_DUPLICATE_RATIO = 0.85
 """Normalised options at least this similar (difflib ratio) count as one, to catch spelling variants."""
@@ -202,7 +203,7 @@ class OfflineWriter:
         answer = self.display_answer(context, kind)
         options = [answer] + [candidate.text for candidate in distractors]
         info = self.lexicon.info(kind.key)
-        lead = self.lead(context, options)
+        lead = self.lead(context, options, kind.key)
         if generic_question and info.question and kind.key != OTHER:
             question = info.question
         else:
@@ -322,13 +323,16 @@ class OfflineWriter:
 
     # Stem and rationale -----------------------------------------------------------------------
 
-    def lead(self, context: QAContext, options: list[str]) -> str:
+    def lead(self, context: QAContext, options: list[str], answer_kind: str = OTHER) -> str:
         """Return a sentence naming the image type and subject that gives no option away.
 
         The image type and subject come from the supporting sentence when it names them (the
         panel the QA is about), else from the whole caption. A phrase is skipped when it shares a
-        content word or a lexicon entry with an option.
+        content word or a lexicon entry with an option. A subject of the answer's own kind is
+        skipped too: for "which cells are shown in teal?" a lead "an image of astrocytes" would
+        name a rival answer as what the image shows.
         """
+        rival_kinds = _CELL_KINDS if answer_kind in _CELL_KINDS else {answer_kind}
         option_words = set().union(*(content_words(option) for option in options)) - _GENERIC_WORDS
         option_things = {(found.key, found.identity) for option in options for found in self.lexicon.find(option)}
 
@@ -347,7 +351,7 @@ class OfflineWriter:
                 break
         for text in texts:
             for found in self.lexicon.find(text):
-                if found.key not in _SUBJECT_KINDS:
+                if found.key not in _SUBJECT_KINDS or found.key in rival_kinds:
                     continue
                 subject = found.text
                 if found.key == "cell_line" and not subject.endswith("s"):
