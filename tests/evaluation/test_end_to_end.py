@@ -244,3 +244,25 @@ def test_duplicate_questions_keep_ids(openai_stub, tiny_rows: list[dict], parque
     assert [row["question_id"] for row in results] == ["q-1", "q-1-copy", "q-2"]
     assert results[0]["request_key"] == results[1]["request_key"]
     assert [row["reference_correct"] for row in results] == [True, True, False]
+
+
+def test_task_columns_with_own_task_str(openai_stub, tiny_rows: list[dict], parquet_writer, tmp_path: Path) -> None:
+    # Task ids 1-3 as MicroVQA has them, with task_str in the data set's own spelling.
+    spellings = {1: "expert_visual_understanding", 2: "hypothesis_generation", 3: "experimental_proposal"}
+    for row in tiny_rows:
+        row["task_str"] = spellings[row["task"]]
+    path = parquet_writer(tmp_path / "data.parquet", tiny_rows)
+    openai_stub.default_reply = Reply.text("The answer is (2)")  # right for q-1 and q-3 only
+    out = tmp_path / "eval"
+
+    output = run_eval(str(path), "--base-url", openai_stub.url, "--model", "stub-model", "--out", str(out))
+
+    summary = json.loads((out / "summary.json").read_text())
+    per_task = summary["parsers"]["reference"]["per_task"]
+    assert list(per_task) == ["Expert Visual Understanding", "Hypothesis Generation", "Experimental Proposal"]
+    assert per_task["Expert Visual Understanding"]["accuracy"] == 0.5
+    assert per_task["Hypothesis Generation"]["accuracy"] == 0.0
+    assert per_task["Experimental Proposal"]["accuracy"] == 1.0
+    assert "| **stub-model** (reference parser) | 50.0 | 50.0 | 0.0 | 100.0 |" in output
+    results = pq.read_table(out / "results.parquet").to_pylist()
+    assert [row["task_str"] for row in results] == [spellings[1], spellings[2], spellings[3], spellings[1]]

@@ -34,6 +34,19 @@ def test_microvqa_parquet_with_images(microvqa_parquet: Path, tmp_path: Path, ma
     assert Path(second.images[0]).read_bytes() == make_png((30, 200, 30))
 
 
+def test_task_id_from_spelled_task_str(tiny_rows: list[dict], parquet_writer, tmp_path: Path) -> None:
+    spellings = ["expert_visual_understanding", "Hypothesis-Generation", "experimental  proposal", "Cell counting"]
+    for row, spelling in zip(tiny_rows, spellings):
+        row["task"] = None
+        row["task_str"] = spelling
+    path = parquet_writer(tmp_path / "data.parquet", tiny_rows)
+
+    loaded = load_dataset(str(path), tmp_path / "images")
+
+    assert [question.task for question in loaded.questions] == [1, 2, 3, None]
+    assert [question.task_str for question in loaded.questions] == spellings
+
+
 def test_release_schema_normalised(demo_parquet: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     raw = pq.read_table(demo_parquet).to_pylist()
     with caplog.at_level(logging.INFO, logger="microvqa_pp.evaluation.loaders"):

@@ -50,7 +50,15 @@ BLOOMS_NAMES: dict[int, str] = {
 }
 """Bloom's taxonomy levels as MicroVQA labels them."""
 
-TASK_IDS = {name.lower(): task for task, name in TASK_NAMES.items()}
+_TASK_NAME_SEPARATORS = re.compile(r"[\s_-]+")
+
+
+def _task_name_key(name: str) -> str:
+    """Normalise a task name to lower case and single spaces, so "Expert_visual-understanding" matches."""
+    return _TASK_NAME_SEPARATORS.sub(" ", name).strip().lower()
+
+
+TASK_IDS = {_task_name_key(name): task for task, name in TASK_NAMES.items()}
 
 ID_COLUMNS = ("key_question", "question_id", "mcq_id", "id", "image_name")
 IMAGE_LIST_COLUMNS = ("images_list", "images")
@@ -299,7 +307,7 @@ def _task(task: Any, task_str: Any) -> int | None:
     if isinstance(task, str) and task.strip().isdigit() and int(task) in TASK_NAMES:
         return int(task)
     if isinstance(task_str, str):
-        return TASK_IDS.get(task_str.strip().lower())
+        return TASK_IDS.get(_task_name_key(task_str))
     return None
 
 
