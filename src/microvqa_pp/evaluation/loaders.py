@@ -114,6 +114,12 @@ def parquet_files_in(folder: Path) -> list[Path]:
     )
     if root is not folder:
         files = [path for path in files if "images_list" in pq.read_schema(path).names]
+        if not files:
+            raise SourceError(
+                f"run folder {folder} has no export in the MicroVQA layout: no parquet file with an "
+                f"images_list column under {root}. Run `microvqa-pp export {folder}` first (it writes "
+                "export/microvqa/test-*.parquet), or pass a parquet file, a CSV file or a Hugging Face id"
+            )
         tests = [path for path in files if "test" in path.relative_to(root).as_posix().lower()]
         if tests:
             files = tests
