@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -266,3 +267,49 @@ def test_task_columns_with_own_task_str(openai_stub, tiny_rows: list[dict], parq
     assert "| **stub-model** (reference parser) | 50.0 | 50.0 | 0.0 | 100.0 |" in output
     results = pq.read_table(out / "results.parquet").to_pylist()
     assert [row["task_str"] for row in results] == [spellings[1], spellings[2], spellings[3], spellings[1]]
+
+
+def test_results_columns_share_one_base(openai_stub, microvqa_parquet: Path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    replies = {"q-1": "The answer is (2)", "q-2": "The answer is (3)", "q-3": "No idea.", "q-4": "The answer is (4)"}
+    questions = load_dataset(str(microvqa_parquet), tmp_path / "unused").questions
+    openai_stub.responder = responder_for(questions, lambda position, question: replies[question.question_id])
+    out = tmp_path / "eval"
+
+    run_eval(str(microvqa_parquet), "--base-url", openai_stub.url, "--model", "stub-model", "--out", str(out))
+
+    table = pq.read_table(out / "results.parquet")
+    assert table.schema.field("reference_option").type == pa.int64()
+    assert table.schema.field("robust_option").type == pa.int64()
+    assert table.schema.field("correct_option").type == pa.int64()
+    assert table.column("correct_index").to_pylist() == [1, 0, 1, 3]
+    assert table.column("correct_option").to_pylist() == [2, 1, 2, 4]
+    assert table.column("reference_option").to_pylist() == [2, 3, None, 4]
+    assert table.column("robust_option").to_pylist() == [2, 3, None, 4]
+    description = table.schema.field("correct_option").metadata[b"description"].decode()
+    assert description.startswith("1-based number of the correct option")
+    assert table.schema.field("correct_index").metadata[b"description"].decode().startswith("0-based index")
+
+    # pandas keeps the options as nullable integers, so they compare with correct_option as they are.
+    frame = pd.read_parquet(out / "results.parquet")
+    assert str(frame["reference_option"].dtype) == "Int64"
+    assert str(frame["robust_option"].dtype) == "Int64"
+    assert frame["reference_option"].isna().tolist() == [False, False, True, False]
+    assert (frame["reference_option"] == frame["correct_option"]).fillna(False).tolist() == [True, False, False, True]
+
+
+def test_resume_reads_results_without_correct_option(openai_stub, microvqa_parquet: Path, tmp_path: Path) -> None:
+    openai_stub.default_reply = Reply.text("The answer is (2)")
+    out = tmp_path / "eval"
+    arguments = [str(microvqa_parquet), "--base-url", openai_stub.url, "--model", "stub-model", "--out", str(out)]
+    run_eval(*arguments)
+    # A results file as earlier versions wrote it, before the correct_option column existed.
+    table = pq.read_table(out / "results.parquet")
+    pq.write_table(table.drop_columns(["correct_option"]), out / "results.parquet")
+    openai_stub.reset()
+
+    run_eval(*arguments)
+
+    assert openai_stub.requests == []
+    assert pq.read_table(out / "results.parquet").column("correct_option").to_pylist() == [2, 1, 2, 4]

@@ -21,6 +21,7 @@ def result(question_id: str, task: int, correct_option: int, reference: int | No
         blooms_level=blooms,
         blooms_name={2: "Comprehension", 4: "Analysis"}.get(blooms or 0, ""),
         correct_index=correct_option - 1,
+        correct_option=correct_option,
         n_choices=6,
         n_images=1,
         prompt_hash="0" * 64,

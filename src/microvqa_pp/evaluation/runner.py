@@ -3,7 +3,8 @@
 Output folder `DIR/`:
 
     results.parquet       one row per question (`EvalResult`): prompt hash, raw reply, each
-                          parser's answer and correctness
+                          parser's answer and correctness; options are 1-based and
+                          `correct_index` is 0-based (see `RESULT_COLUMN_DESCRIPTIONS`)
     summary.json          N, accuracy, unparsed share, per task and per Bloom's level, 95 % CI
     report.md             the leaderboard-style table, groups, rejections, parser disagreements
     rejected.parquet      rows of the data set that could not be evaluated, with the reason
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
@@ -37,7 +39,7 @@ from microvqa_pp.errors import ConfigError
 from microvqa_pp.evaluation.loaders import LoadedDataset
 from microvqa_pp.evaluation.parsing import parse_reference, parse_robust
 from microvqa_pp.evaluation.prompt import build_request, check_no_image_mode, template_for
-from microvqa_pp.evaluation.records import EvalQuestion, EvalResult
+from microvqa_pp.evaluation.records import EvalQuestion, EvalResult, results_table
 from microvqa_pp.evaluation.report import build_summary, leaderboard_table, render_report
 from microvqa_pp.records import Rejection, from_table, to_table
 from microvqa_pp.run.rundir import atomic_write_text
@@ -174,6 +176,7 @@ class Evaluation:
             blooms_level=question.blooms_level,
             blooms_name=question.blooms_name,
             correct_index=question.correct_index,
+            correct_option=correct_option,
             n_choices=len(question.choices),
             n_images=sum(isinstance(part, ImagePart) for message in item.request.messages for part in message.content),
             prompt_hash=item.prompt_hash,
@@ -198,7 +201,11 @@ class Evaluation:
         if self.results_path.exists():
             sources.insert(0, self.results_path)
         for path in sources:
-            for result in from_table(pq.read_table(path), EvalResult):
+            table = pq.read_table(path)
+            if "correct_option" not in table.column_names:
+                # Results files of earlier versions have no correct_option column.
+                table = table.append_column("correct_option", pc.add(table["correct_index"], 1))
+            for result in from_table(table, EvalResult):
                 result_id = (result.question_id, result.request_key)
                 if result_id in wanted and not result.error:
                     finished[result_id] = result
@@ -208,7 +215,7 @@ class Evaluation:
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         numbers = [int(path.stem.removeprefix("part-")) for path in self.parts_dir.glob("part-*.parquet")]
         path = self.parts_dir / f"part-{max(numbers, default=0) + 1:06d}.parquet"
-        write_parquet(path, to_table(results, EvalResult))
+        write_parquet(path, results_table(results))
 
     def _write_outputs(self, loaded: LoadedDataset, results: list[EvalResult]) -> dict[str, Any]:
         template = template_for(self.settings.no_image)
@@ -229,7 +236,7 @@ class Evaluation:
             "usage": self.backend.usage(),
         }
         summary = build_summary(results, run_info)
-        write_parquet(self.results_path, to_table(results, EvalResult))
+        write_parquet(self.results_path, results_table(results))
         write_parquet(self.rejected_path, to_table(list(loaded.rejections), Rejection))
         atomic_write_text(self.summary_path, json.dumps(summary, indent=2) + "\n")
         atomic_write_text(self.report_path, render_report(summary, results, loaded.rejections, self.settings.model))
