@@ -101,6 +101,12 @@ def load_dataset(dataset: str, image_dir: Path, *, split: str | None = None) -> 
     )
 
 
+def dataset_identity(dataset: str) -> str:
+    """Return the absolute path of a local DATASET, or DATASET itself (a Hugging Face id)."""
+    path = Path(dataset).expanduser()
+    return str(path.resolve()) if path.exists() else dataset
+
+
 # Sources ---------------------------------------------------------------------------------------
 
 

@@ -11,12 +11,14 @@ Output folder `DIR/`:
     images/               the data set's images, stored once by SHA-256
     results.parts/        finished batches of an evaluation still in progress
     cache/                the response cache of the OpenAI-compatible backend
+    options.json          the options that decide the results; a run with other ones is rejected
     eval.log              the log of every command run on this folder
 
 Questions are sent in batches; each finished batch is written to `results.parts/` at once, so a
 killed evaluation resumes with the questions that have no result. A result is reused only when
 its `request_key` (the prompt hash plus every setting that changes the reply) matches, and a
-request that failed is sent again.
+request that failed is sent again. When every request of a run fails (a server that is down), the
+run raises `RequestsFailedError` instead of reporting an accuracy of 0.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import json
 import logging
 import random
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -35,8 +38,9 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from microvqa_pp.agents.base import ChatBackend, ChatReply, ChatRequest, ImagePart
-from microvqa_pp.errors import ConfigError
+from microvqa_pp.errors import ConfigError, MicroVQAError
 from microvqa_pp.evaluation.loaders import LoadedDataset
+from microvqa_pp.evaluation.options import DEFINING_OPTIONS, check_options, store_options
 from microvqa_pp.evaluation.parsing import parse_reference, parse_robust
 from microvqa_pp.evaluation.prompt import build_request, check_no_image_mode, template_for
 from microvqa_pp.evaluation.records import EvalQuestion, EvalResult, results_table
@@ -65,6 +69,9 @@ class EvalSettings:
     """Questions per checkpoint; changes only how often progress is saved, never a result."""
     max_image_side: int | None = None
     """The longer image side the backend shrinks images to; None: full size."""
+    dataset: str = ""
+    """The data set: the absolute path of a local file or folder, or a Hugging Face id."""
+    split: str | None = None
 
     def __post_init__(self) -> None:
         check_no_image_mode(self.no_image)
@@ -72,6 +79,10 @@ class EvalSettings:
             raise ConfigError(f"limit must be at least 1, got {self.limit}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+
+    def defining_options(self) -> dict[str, Any]:
+        """Return the settings that decide the results, which an output folder is bound to."""
+        return {name: getattr(self, name) for name in DEFINING_OPTIONS}
 
     def request_key(self, prompt_hash: str) -> str:
         data = {
@@ -84,6 +95,10 @@ class EvalSettings:
             "max_image_side": self.max_image_side,
         }
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+class RequestsFailedError(MicroVQAError):
+    """Every request an evaluation sent failed, so there is no reply to score."""
 
 
 @dataclass
@@ -122,8 +137,14 @@ class Evaluation:
         return [questions[index] for index in chosen]
 
     def run(self, loaded: LoadedDataset) -> dict[str, Any]:
-        """Evaluate the questions, write every output file and return the summary."""
+        """Evaluate the questions, write every output file and return the summary.
+
+        Raises RequestsFailedError, and writes no summary, when every request sent failed.
+        Results of questions answered in earlier runs stay on disk for the next run.
+        """
+        check_options(self.out_dir, self.settings.defining_options())
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        store_options(self.out_dir, self.settings.defining_options())
         planned = [self._plan(question) for question in self.select(loaded.questions)]
         done = self._finished_results({item.result_id for item in planned})
         todo = [item for item in planned if item.result_id not in done]
@@ -144,6 +165,10 @@ class Evaluation:
                 self._write_part(results)
                 done.update(((result.question_id, result.request_key), result) for result in results)
                 bar.update(len(batch))
+
+        sent = [done[item.result_id] for item in todo]
+        if sent and all(result.error for result in sent):
+            raise RequestsFailedError(self._all_failed_message(sent, answered=len(planned) - len(todo)))
 
         results = [done[item.result_id] for item in planned]
         summary = self._write_outputs(loaded, results)
@@ -242,6 +267,15 @@ class Evaluation:
         atomic_write_text(self.report_path, render_report(summary, results, loaded.rejections, self.settings.model))
         return summary
 
+    def _all_failed_message(self, failed: list[EvalResult], answered: int) -> str:
+        reasons = Counter(result.error for result in failed)
+        counts = ", ".join(f"{reason}: {count}" for reason, count in sorted(reasons.items()))
+        detail = " ".join(failed[0].error_detail.split())[:_ERROR_DETAIL_CHARS]
+        message = f"all {len(failed)} requests failed ({counts}), so no accuracy is reported. First error: {detail or failed[0].error}."
+        if answered:
+            message += f" The {answered} questions answered in earlier runs stay in {self.out_dir} for the next run."
+        return message
+
     def _log_end(self, summary: dict[str, Any]) -> None:
         reference, robust = summary["parsers"]["reference"], summary["parsers"]["robust"]
         logger.info(
@@ -257,10 +291,16 @@ class Evaluation:
         )
         if summary["failed_requests"]:
             logger.warning(
-                "%d requests failed (%s) and are scored wrong; run the same command again to retry them",
+                "%d of %d questions have no reply because their requests failed (%s). They are scored wrong, "
+                "so the accuracy is a lower bound. Run the same command again to retry them",
                 summary["failed_requests"],
+                summary["n"],
                 ", ".join(f"{reason}: {count}" for reason, count in summary["failed_reasons"].items()),
             )
+
+
+_ERROR_DETAIL_CHARS = 200
+"""Characters of the first error's detail quoted in the one-line error of a run where every request failed."""
 
 
 def format_table(summary: dict[str, Any]) -> str:
