@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -11,10 +12,11 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from stubs.openai_server import Reply, SeenRequest
+from stubs.openai_server import OpenAIStub, Reply, SeenRequest
 
 from microvqa_pp.agents.cache import ResponseCache
 from microvqa_pp.agents.openai import OpenAIBackend
@@ -244,3 +246,190 @@ def test_duplicate_questions_keep_ids(openai_stub, tiny_rows: list[dict], parque
     assert [row["question_id"] for row in results] == ["q-1", "q-1-copy", "q-2"]
     assert results[0]["request_key"] == results[1]["request_key"]
     assert [row["reference_correct"] for row in results] == [True, True, False]
+
+
+def test_task_columns_with_own_task_str(openai_stub, tiny_rows: list[dict], parquet_writer, tmp_path: Path) -> None:
+    # Task ids 1-3 as MicroVQA has them, with task_str in the data set's own spelling.
+    spellings = {1: "expert_visual_understanding", 2: "hypothesis_generation", 3: "experimental_proposal"}
+    for row in tiny_rows:
+        row["task_str"] = spellings[row["task"]]
+    path = parquet_writer(tmp_path / "data.parquet", tiny_rows)
+    openai_stub.default_reply = Reply.text("The answer is (2)")  # right for q-1 and q-3 only
+    out = tmp_path / "eval"
+
+    output = run_eval(str(path), "--base-url", openai_stub.url, "--model", "stub-model", "--out", str(out))
+
+    summary = json.loads((out / "summary.json").read_text())
+    per_task = summary["parsers"]["reference"]["per_task"]
+    assert list(per_task) == ["Expert Visual Understanding", "Hypothesis Generation", "Experimental Proposal"]
+    assert per_task["Expert Visual Understanding"]["accuracy"] == 0.5
+    assert per_task["Hypothesis Generation"]["accuracy"] == 0.0
+    assert per_task["Experimental Proposal"]["accuracy"] == 1.0
+    assert "| **stub-model** (reference parser) | 50.0 | 50.0 | 0.0 | 100.0 |" in output
+    results = pq.read_table(out / "results.parquet").to_pylist()
+    assert [row["task_str"] for row in results] == [spellings[1], spellings[2], spellings[3], spellings[1]]
+
+
+def test_results_columns_share_one_base(openai_stub, microvqa_parquet: Path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    replies = {"q-1": "The answer is (2)", "q-2": "The answer is (3)", "q-3": "No idea.", "q-4": "The answer is (4)"}
+    questions = load_dataset(str(microvqa_parquet), tmp_path / "unused").questions
+    openai_stub.responder = responder_for(questions, lambda position, question: replies[question.question_id])
+    out = tmp_path / "eval"
+
+    run_eval(str(microvqa_parquet), "--base-url", openai_stub.url, "--model", "stub-model", "--out", str(out))
+
+    table = pq.read_table(out / "results.parquet")
+    assert table.schema.field("reference_option").type == pa.int64()
+    assert table.schema.field("robust_option").type == pa.int64()
+    assert table.schema.field("correct_option").type == pa.int64()
+    assert table.column("correct_index").to_pylist() == [1, 0, 1, 3]
+    assert table.column("correct_option").to_pylist() == [2, 1, 2, 4]
+    assert table.column("reference_option").to_pylist() == [2, 3, None, 4]
+    assert table.column("robust_option").to_pylist() == [2, 3, None, 4]
+    description = table.schema.field("correct_option").metadata[b"description"].decode()
+    assert description.startswith("1-based number of the correct option")
+    assert table.schema.field("correct_index").metadata[b"description"].decode().startswith("0-based index")
+
+    # pandas keeps the options as nullable integers, so they compare with correct_option as they are.
+    frame = pd.read_parquet(out / "results.parquet")
+    assert str(frame["reference_option"].dtype) == "Int64"
+    assert str(frame["robust_option"].dtype) == "Int64"
+    assert frame["reference_option"].isna().tolist() == [False, False, True, False]
+    assert (frame["reference_option"] == frame["correct_option"]).fillna(False).tolist() == [True, False, False, True]
+
+
+def test_resume_reads_results_without_correct_option(openai_stub, microvqa_parquet: Path, tmp_path: Path) -> None:
+    openai_stub.default_reply = Reply.text("The answer is (2)")
+    out = tmp_path / "eval"
+    arguments = [str(microvqa_parquet), "--base-url", openai_stub.url, "--model", "stub-model", "--out", str(out)]
+    run_eval(*arguments)
+    # A results file as earlier versions wrote it, before the correct_option column existed.
+    table = pq.read_table(out / "results.parquet")
+    pq.write_table(table.drop_columns(["correct_option"]), out / "results.parquet")
+    openai_stub.reset()
+
+    run_eval(*arguments)
+
+    assert openai_stub.requests == []
+    assert pq.read_table(out / "results.parquet").column("correct_option").to_pylist() == [2, 1, 2, 4]
+
+
+def test_server_down_fails_without_accuracy(microvqa_parquet: Path, tmp_path: Path) -> None:
+    # A port on 127.0.0.1 that nothing listens on, because the stub that had it has stopped.
+    with OpenAIStub() as stopped:
+        url = stopped.url
+    out = tmp_path / "eval"
+
+    completed = CliRunner().invoke(
+        main, ["eval", str(microvqa_parquet), "--base-url", url, "--model", "stub-model", "--out", str(out), "--set", "agent.max_retries=0"]
+    )
+
+    assert completed.exit_code == 1
+    errors = [line for line in completed.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1
+    assert errors[0].startswith("Error: all 4 requests failed (connection_error: 4), so no accuracy is reported. First error: ")
+    assert "Connect call failed" in errors[0]
+    assert f"Check that the server at {url} is running and serves the model 'stub-model'" in errors[0]
+    assert "parser)" not in completed.output
+    assert not (out / "summary.json").exists()
+    assert not (out / "report.md").exists()
+    assert not (out / "results.parquet").exists()
+
+
+def test_partial_failure_reported_then_kept(openai_stub, microvqa_parquet: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    questions = load_dataset(str(microvqa_parquet), tmp_path / "unused").questions
+    failing = {"q-3", "q-4"}
+
+    def respond(seen: SeenRequest) -> Reply:
+        if question_of(seen, questions) in failing:
+            return Reply.server_error()
+        return Reply.text("The answer is (2)")
+
+    openai_stub.responder = respond
+    out = tmp_path / "eval"
+    arguments = [str(microvqa_parquet), "--base-url", openai_stub.url, "--model", "stub-model", "--out", str(out), "--set", "agent.max_retries=0"]
+
+    with caplog.at_level(logging.WARNING, logger="microvqa_pp.evaluation.runner"):
+        run_eval(*arguments)
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n"] == 4
+    assert summary["failed_requests"] == 2
+    assert summary["failed_reasons"] == {"http_500": 2}
+    assert summary["parsers"]["reference"]["accuracy"] == 0.25  # q-1 right, q-2 wrong, q-3 and q-4 no reply
+    report = (out / "report.md").read_text()
+    assert "- **2 of 4 questions have no reply** because their requests failed (http_500: 2)." in report
+    assert any(message.startswith("2 of 4 questions have no reply because their requests failed (http_500: 2)") for message in caplog.messages)
+
+    # The server now fails every request: the run fails and the first run's outputs stay.
+    failing.update({"q-1", "q-2"})
+    openai_stub.reset()
+    results_before = (out / "results.parquet").read_bytes()
+    summary_before = (out / "summary.json").read_text()
+    completed = CliRunner().invoke(main, ["eval", *arguments])
+
+    assert completed.exit_code == 1
+    assert "Error: all 2 requests failed (http_500: 2), so no accuracy is reported. First error: " in completed.output
+    assert f"The 2 questions answered in earlier runs stay in {out} for the next run. Check that the server at " in completed.output
+    assert sorted(question_of(seen, questions) for seen in openai_stub.requests) == ["q-3", "q-4"]
+    assert (out / "results.parquet").read_bytes() == results_before
+    assert (out / "summary.json").read_text() == summary_before
+
+
+@pytest.mark.parametrize(
+    ("changed", "named"),
+    [
+        (["--model", "other-model"], "--model is 'stub-model' there but 'other-model' now"),
+        (["--no-image", "reference"], "--no-image is 'off' there but 'reference' now"),
+        (["--limit", "2"], "--limit is not set there but 2 now"),
+        (["--seed", "7"], "--seed is 0 there but 7 now"),
+        (["--temperature", "0"], "--temperature is 1.0 there but 0.0 now"),
+    ],
+    ids=["model", "no-image", "limit", "seed", "temperature"],
+)
+def test_rerun_with_other_options_rejected(openai_stub, microvqa_parquet: Path, tmp_path: Path, changed: list[str], named: str) -> None:
+    openai_stub.default_reply = Reply.text("The answer is (2)")
+    out = tmp_path / "eval"
+    arguments = [str(microvqa_parquet), "--base-url", openai_stub.url, "--model", "stub-model", "--out", str(out)]
+    run_eval(*arguments)
+    results_before = (out / "results.parquet").read_bytes()
+    openai_stub.reset()
+
+    completed = CliRunner().invoke(main, ["eval", *arguments, *changed])
+
+    assert completed.exit_code == 1
+    assert f"Error: {out} contains an evaluation with other options ({named})." in completed.output
+    assert "Pass a new --out folder for these options" in completed.output
+    assert openai_stub.requests == []
+    assert (out / "results.parquet").read_bytes() == results_before
+    assert json.loads((out / "options.json").read_text())["model"] == "stub-model"
+
+
+def test_rerun_on_other_dataset_rejected(openai_stub, microvqa_parquet: Path, microvqa_csv: Path, tmp_path: Path) -> None:
+    openai_stub.default_reply = Reply.text("The answer is (2)")
+    out = tmp_path / "eval"
+    run_eval(str(microvqa_parquet), "--base-url", openai_stub.url, "--model", "stub-model", "--out", str(out))
+    openai_stub.reset()
+
+    completed = CliRunner().invoke(main, ["eval", str(microvqa_csv), "--base-url", openai_stub.url, "--model", "stub-model", "--out", str(out)])
+
+    assert completed.exit_code == 1
+    assert f"DATASET is {str(microvqa_parquet.resolve())!r} there but {str(microvqa_csv.resolve())!r} now" in completed.output
+    assert openai_stub.requests == []
+
+
+def test_rerun_with_same_options_resumes(openai_stub, microvqa_parquet: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    openai_stub.default_reply = Reply.text("The answer is (2)")
+    out = tmp_path / "eval"
+    run_eval(str(microvqa_parquet), "--base-url", openai_stub.url, "--model", "stub-model", "--out", str(out))
+    openai_stub.reset()
+
+    # The same data set by a relative path, and another concurrency: the same evaluation.
+    monkeypatch.chdir(microvqa_parquet.parent)
+    run_eval(microvqa_parquet.name, "--base-url", openai_stub.url, "--model", "stub-model", "--out", str(out), "--concurrency", "3")
+
+    assert openai_stub.requests == []
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["parsers"]["reference"]["accuracy"] == 0.5

@@ -34,6 +34,19 @@ def test_microvqa_parquet_with_images(microvqa_parquet: Path, tmp_path: Path, ma
     assert Path(second.images[0]).read_bytes() == make_png((30, 200, 30))
 
 
+def test_task_id_from_spelled_task_str(tiny_rows: list[dict], parquet_writer, tmp_path: Path) -> None:
+    spellings = ["expert_visual_understanding", "Hypothesis-Generation", "experimental  proposal", "Cell counting"]
+    for row, spelling in zip(tiny_rows, spellings):
+        row["task"] = None
+        row["task_str"] = spelling
+    path = parquet_writer(tmp_path / "data.parquet", tiny_rows)
+
+    loaded = load_dataset(str(path), tmp_path / "images")
+
+    assert [question.task for question in loaded.questions] == [1, 2, 3, None]
+    assert [question.task_str for question in loaded.questions] == spellings
+
+
 def test_release_schema_normalised(demo_parquet: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     raw = pq.read_table(demo_parquet).to_pylist()
     with caplog.at_level(logging.INFO, logger="microvqa_pp.evaluation.loaders"):
@@ -115,7 +128,7 @@ def test_folder_of_parquet_files(tmp_path: Path, tiny_rows: list[dict], parquet_
     assert [question.question_id for question in loaded.questions] == ["q-1", "q-2", "q-3", "q-4"]
 
 
-def test_run_folder_uses_test_export(tmp_path: Path, tiny_rows: list[dict], parquet_writer) -> None:
+def test_run_folder_uses_test_export(tmp_path: Path, tiny_rows: list[dict], parquet_writer, caplog: pytest.LogCaptureFixture) -> None:
     run = tmp_path / "run"
     (run / "manifest.json").parent.mkdir(parents=True)
     (run / "manifest.json").write_text("{}")
@@ -125,9 +138,30 @@ def test_run_folder_uses_test_export(tmp_path: Path, tiny_rows: list[dict], parq
     (run / "export" / "data").mkdir()
     pq.write_table(pa.table({"question": ["release schema"]}), run / "export" / "data" / "test-00000-of-00001.parquet")
 
-    loaded = load_dataset(str(run), tmp_path / "images")
+    with caplog.at_level(logging.INFO, logger="microvqa_pp.evaluation.loaders"):
+        loaded = load_dataset(str(run), tmp_path / "images")
 
     assert [question.question_id for question in loaded.questions] == ["q-1"]
+    assert f"run folder {run}: evaluating the exported export/microvqa/test-00000-of-00001.parquet" in caplog.messages
+
+
+@pytest.mark.parametrize("exported", [False, True], ids=["no-export", "release-schema-only"])
+def test_run_folder_without_microvqa_export(tmp_path: Path, exported: bool, caplog: pytest.LogCaptureFixture) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text("{}")
+    if exported:
+        (run / "export" / "data").mkdir(parents=True)
+        pq.write_table(pa.table({"question": ["release schema"]}), run / "export" / "data" / "test-00000-of-00001.parquet")
+
+    with caplog.at_level(logging.INFO, logger="microvqa_pp.evaluation.loaders"), pytest.raises(SourceError) as raised:
+        load_dataset(str(run), tmp_path / "images")
+
+    message = str(raised.value)
+    assert message.startswith(f"run folder {run} has no export in the MicroVQA layout")
+    assert f"no parquet file with an images_list column under {run / 'export'}" in message
+    assert f"Run `microvqa-pp export {run}` first" in message
+    assert not any("evaluating the exported" in line for line in caplog.messages)
 
 
 def test_hub_id_offline_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

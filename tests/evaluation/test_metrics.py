@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from microvqa_pp.evaluation.metrics import answer_of, disagreements, parser_summary, wilson_interval
@@ -19,6 +21,7 @@ def result(question_id: str, task: int, correct_option: int, reference: int | No
         blooms_level=blooms,
         blooms_name={2: "Comprehension", 4: "Analysis"}.get(blooms or 0, ""),
         correct_index=correct_option - 1,
+        correct_option=correct_option,
         n_choices=6,
         n_images=1,
         prompt_hash="0" * 64,
@@ -73,6 +76,36 @@ def test_per_task_equals_hand_count() -> None:
     assert robust["Expert Visual Understanding"]["accuracy"] == pytest.approx(2 / 3)
     assert robust["Experimental Proposal"]["unparsed"] == pytest.approx(1 / 3)
     assert [entry["n"] for entry in reference.values()] == [3, 2, 3]
+
+
+def test_per_task_groups_by_task_id() -> None:
+    # The same hand count, with task_str spelled the way another data set might spell it.
+    spelled = {1: "expert_visual_understanding", 2: "hypothesis-generation", 3: "EXPERIMENTAL PROPOSAL"}
+    respelled = [replace(item, task_str=spelled[item.task]) for item in RESULTS]
+
+    reference = parser_summary(respelled, "reference")["per_task"]
+
+    assert list(reference) == list(TASKS.values())
+    assert reference["Expert Visual Understanding"]["accuracy"] == pytest.approx(1 / 3)
+    assert reference["Hypothesis Generation"]["accuracy"] == pytest.approx(2 / 2)
+    assert reference["Experimental Proposal"]["accuracy"] == pytest.approx(1 / 3)
+    table = leaderboard_table(build_summary(respelled, {}), "tiny")
+    assert "| **tiny** (reference parser) | 50.0 | 33.3 | 100.0 | 33.3 | 37.5 |" in table
+
+
+def test_per_task_without_id_uses_task_str() -> None:
+    unnumbered = [replace(item, task=None, task_str=f"custom {item.task}") for item in RESULTS]
+    unnumbered[0] = replace(unnumbered[0], task_str="")
+
+    reference = parser_summary(unnumbered, "reference")["per_task"]
+
+    assert list(reference) == ["custom 1", "custom 2", "custom 3", "unlabelled"]
+    assert reference["custom 1"]["n"] == 2
+    assert reference["custom 1"]["accuracy"] == pytest.approx(0 / 2)  # b wrong, c unparsed
+    assert reference["custom 2"]["accuracy"] == pytest.approx(2 / 2)
+    assert reference["unlabelled"]["n"] == 1
+    table = leaderboard_table(build_summary(unnumbered, {}), "tiny")
+    assert "| **tiny** (reference parser) | 50.0 | – | – | – | 37.5 |" in table
 
 
 def test_per_blooms_only_where_labelled() -> None:

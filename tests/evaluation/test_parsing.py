@@ -48,6 +48,11 @@ CASES = [
     ("The answer is (2). The answer is (3).", 2, None),
     ("If the cells were fixed, the answer is (1); since they were live, the answer is (4).", 1, None),
     ("The answer is (2) or (3).", 2, None),
+    # An option named as a distractor or as wrong is a remark, not a second answer.
+    ("The answer is (2), since option 3 is the most likely distractor.", 2, 2),
+    ("The answer is (4). Option 1 is the most plausible wrong answer.", 4, 4),
+    ("Option 1 is the most likely to be wrong; the answer is (3).", 3, 3),
+    ("Option (B) is the best distractor, but the answer is (C).", None, 3),
     # Several statements of the same answer.
     ("The answer is (2). To be sure, I checked again: the answer is (2).", 2, 2),
     # Out of range and no answer at all.

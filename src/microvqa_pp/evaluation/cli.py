@@ -50,8 +50,9 @@ def eval_command(dataset: str, out: Path, config_file: Path | None, overrides: t
     MicroVQA-format CSV. Writes results.parquet, summary.json and report.md to --out and prints the
     accuracy table. Every answer is read by the reference parser and by a robust parser.
     """
-    from microvqa_pp.evaluation.loaders import load_dataset
-    from microvqa_pp.evaluation.runner import EvalSettings, Evaluation, format_table
+    from microvqa_pp.evaluation.loaders import dataset_identity, load_dataset
+    from microvqa_pp.evaluation.options import check_options
+    from microvqa_pp.evaluation.runner import EvalSettings, Evaluation, RequestsFailedError, format_table
 
     config = _config(config_file, overrides, options)
     out.mkdir(parents=True, exist_ok=True)
@@ -68,7 +69,11 @@ def eval_command(dataset: str, out: Path, config_file: Path | None, overrides: t
         limit=config.eval.limit,
         batch_size=batch_size(config),
         max_image_side=config.eval.max_image_side,
+        dataset=dataset_identity(dataset),
+        split=config.eval.split,
     )
+    # Checked before a model or a data set is loaded, so a folder of another evaluation is rejected at once.
+    check_options(out, settings.defining_options())
     backend = make_backend(config, out)
     try:
         loaded = load_dataset(dataset, out / "images", split=config.eval.split)
@@ -77,6 +82,8 @@ def eval_command(dataset: str, out: Path, config_file: Path | None, overrides: t
         if config.eval.no_image == "off" and not any(question.images for question in loaded.questions):
             logger.warning("%s has no images: the questions are sent as text with the reference prompt", dataset)
         summary = Evaluation(out, backend, settings).run(loaded)
+    except RequestsFailedError as error:
+        raise RequestsFailedError(f"{error} {_failure_hint(config, out)}.") from error
     finally:
         backend.close()
     click.echo(format_table(summary))
@@ -98,6 +105,15 @@ def _config(config_file: Path | None, overrides: tuple[str, ...], options: dict[
     if options.get("seed") is not None:
         values["seed"] = options["seed"]
     return load_config(None, explicit_settings(file=config_file, values=values, overrides=overrides))
+
+
+def _failure_hint(config: Config, out: Path) -> str:
+    if config.eval.backend == "openai":
+        return (
+            f"Check that the server at {config.agent.base_url} is running and serves the model {config.agent.model!r} "
+            "(--base-url, --model), then run the same command again"
+        )
+    return f"See {out / 'eval.log'} for each error, then run the same command again"
 
 
 def _model_name(config: Config) -> str:

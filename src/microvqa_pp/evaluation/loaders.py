@@ -50,7 +50,15 @@ BLOOMS_NAMES: dict[int, str] = {
 }
 """Bloom's taxonomy levels as MicroVQA labels them."""
 
-TASK_IDS = {name.lower(): task for task, name in TASK_NAMES.items()}
+_TASK_NAME_SEPARATORS = re.compile(r"[\s_-]+")
+
+
+def _task_name_key(name: str) -> str:
+    """Normalise a task name to lower case and single spaces, so "Expert_visual-understanding" matches."""
+    return _TASK_NAME_SEPARATORS.sub(" ", name).strip().lower()
+
+
+TASK_IDS = {_task_name_key(name): task for task, name in TASK_NAMES.items()}
 
 ID_COLUMNS = ("key_question", "question_id", "mcq_id", "id", "image_name")
 IMAGE_LIST_COLUMNS = ("images_list", "images")
@@ -93,6 +101,12 @@ def load_dataset(dataset: str, image_dir: Path, *, split: str | None = None) -> 
     )
 
 
+def dataset_identity(dataset: str) -> str:
+    """Return the absolute path of a local DATASET, or DATASET itself (a Hugging Face id)."""
+    path = Path(dataset).expanduser()
+    return str(path.resolve()) if path.exists() else dataset
+
+
 # Sources ---------------------------------------------------------------------------------------
 
 
@@ -106,6 +120,12 @@ def parquet_files_in(folder: Path) -> list[Path]:
     )
     if root is not folder:
         files = [path for path in files if "images_list" in pq.read_schema(path).names]
+        if not files:
+            raise SourceError(
+                f"run folder {folder} has no export in the MicroVQA layout: no parquet file with an "
+                f"images_list column under {root}. Run `microvqa-pp export {folder}` first (it writes "
+                "export/microvqa/test-*.parquet), or pass a parquet file, a CSV file or a Hugging Face id"
+            )
         tests = [path for path in files if "test" in path.relative_to(root).as_posix().lower()]
         if tests:
             files = tests
@@ -299,7 +319,7 @@ def _task(task: Any, task_str: Any) -> int | None:
     if isinstance(task, str) and task.strip().isdigit() and int(task) in TASK_NAMES:
         return int(task)
     if isinstance(task_str, str):
-        return TASK_IDS.get(task_str.strip().lower())
+        return TASK_IDS.get(_task_name_key(task_str))
     return None
 
 

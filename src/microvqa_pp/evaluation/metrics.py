@@ -13,6 +13,7 @@ from collections import defaultdict
 from typing import Any, Callable, Sequence
 
 from microvqa_pp.evaluation.records import EvalResult
+from microvqa_pp.records import TASK_NAMES
 
 PARSERS = ("reference", "robust")
 
@@ -85,10 +86,21 @@ def grouped_scores(
 _UNLABELLED = (1_000, "unlabelled")
 
 
+_UNNUMBERED_TASK = 999
+
+
 def task_key(result: EvalResult) -> tuple[int, str] | None:
+    """Return a result's task group: its MicroVQA task id, or its `task_str` when it has no id.
+
+    MicroVQA groups by the integer `task` column, so a data set that spells `task_str` its own
+    way ("expert_visual_understanding") still fills the V, H and E columns. Groups with an id
+    are named from `TASK_NAMES`.
+    """
+    if result.task is not None:
+        return (result.task, TASK_NAMES.get(result.task, result.task_str or f"task {result.task}"))
     if not result.task_str:
         return None
-    return (result.task or 999, result.task_str)
+    return (_UNNUMBERED_TASK, result.task_str)
 
 
 def blooms_key(result: EvalResult) -> tuple[int, str] | None:

@@ -10,7 +10,8 @@ repository jmhb0/microvqa, commit 0868fdf): `re.search` of
 The robust parser reads what the reference regex misses: letters as well as numbers, `Answer:`
 and `\\boxed{}` forms, markdown emphasis, option text restated instead of its number, and
 replies that revise themselves (the revised answer wins). A reply that states several different
-answers without marking one as its final one is unparsed, not read as its first answer.
+answers without marking one as its final one is unparsed, not read as its first answer. A
+mention of an option as a distractor ("option 3 is the most likely distractor") is no answer.
 """
 
 from __future__ import annotations
@@ -93,6 +94,14 @@ _ANSWER_CLAUSE = re.compile(
 # "(2) or (3)", "B/C", "2 and 3" right after a statement: the reply hedges between options.
 _HEDGE = re.compile(r"\s*(?:or|and|/|,)\s*" + _OPTION_WORD + r"[(\[]?\s*(?:[0-9]{1,2}|[A-J])\b")
 
+# A statement whose next words call the option wrong ("option 3 is the most likely distractor",
+# "(1) is the most plausible wrong answer") is a remark about a distractor, not an answer.
+_DISTRACTOR_TAIL = re.compile(
+    r"\s*(?:(?:a|an|the|one|option|choice|answer|to\s+be|as)\s+)*"
+    r"(?:distractors?|wrong|incorrect|decoys?|traps?|red\s+herrings?|excluded|eliminated|ruled\s+out)\b",
+    re.IGNORECASE,
+)
+
 # Words that mark a later statement as the reply's final or corrected answer.
 _REVISION_CUE = re.compile(
     r"(?i:\bfinal\b|\bactually\b|\bwait\b|second\s+thought|reconsider|re-?evaluat|re-?examin"
@@ -164,6 +173,8 @@ def _statements(text: str, option_count: int) -> list[_Statement]:
             label = match.group("number") or match.group("letter")
             if match.group("letter") and LETTERS.index(label) >= option_count:
                 # A capital letter beyond the options is a word ("I think"), not a label.
+                continue
+            if _DISTRACTOR_TAIL.match(text, match.end()):
                 continue
             hedged = _HEDGE.match(text, match.end()) is not None
             found.append(_Statement(match.start(), match.end(), _option_number(label, option_count), hedged))

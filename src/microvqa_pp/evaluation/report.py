@@ -93,6 +93,13 @@ def render_report(
         f"- backend: {summary.get('agent', '')}; {summary['failed_requests']} failed requests",
     ]
     parts += [f"- note: {note}" for note in summary.get("notes", [])]
+    if summary["failed_requests"]:
+        reasons = ", ".join(f"{reason}: {count}" for reason, count in summary["failed_reasons"].items())
+        parts.append(
+            f"- **{summary['failed_requests']} of {summary['n']} questions have no reply** because their requests "
+            f"failed ({reasons}). They are scored wrong, so the accuracy is a lower bound. Run the same command "
+            "again to retry them."
+        )
     parts += [
         "",
         "## Accuracy (%)",

@@ -3,19 +3,22 @@
 Output folder `DIR/`:
 
     results.parquet       one row per question (`EvalResult`): prompt hash, raw reply, each
-                          parser's answer and correctness
+                          parser's answer and correctness; options are 1-based and
+                          `correct_index` is 0-based (see `RESULT_COLUMN_DESCRIPTIONS`)
     summary.json          N, accuracy, unparsed share, per task and per Bloom's level, 95 % CI
     report.md             the leaderboard-style table, groups, rejections, parser disagreements
     rejected.parquet      rows of the data set that could not be evaluated, with the reason
     images/               the data set's images, stored once by SHA-256
     results.parts/        finished batches of an evaluation still in progress
     cache/                the response cache of the OpenAI-compatible backend
+    options.json          the options that decide the results; a run with other ones is rejected
     eval.log              the log of every command run on this folder
 
 Questions are sent in batches; each finished batch is written to `results.parts/` at once, so a
 killed evaluation resumes with the questions that have no result. A result is reused only when
 its `request_key` (the prompt hash plus every setting that changes the reply) matches, and a
-request that failed is sent again.
+request that failed is sent again. When every request of a run fails (a server that is down), the
+run raises `RequestsFailedError` instead of reporting an accuracy of 0.
 """
 
 from __future__ import annotations
@@ -25,19 +28,22 @@ import json
 import logging
 import random
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from microvqa_pp.agents.base import ChatBackend, ChatReply, ChatRequest, ImagePart
-from microvqa_pp.errors import ConfigError
+from microvqa_pp.errors import ConfigError, MicroVQAError
 from microvqa_pp.evaluation.loaders import LoadedDataset
+from microvqa_pp.evaluation.options import DEFINING_OPTIONS, check_options, store_options
 from microvqa_pp.evaluation.parsing import parse_reference, parse_robust
 from microvqa_pp.evaluation.prompt import build_request, check_no_image_mode, template_for
-from microvqa_pp.evaluation.records import EvalQuestion, EvalResult
+from microvqa_pp.evaluation.records import EvalQuestion, EvalResult, results_table
 from microvqa_pp.evaluation.report import build_summary, leaderboard_table, render_report
 from microvqa_pp.records import Rejection, from_table, to_table
 from microvqa_pp.run.rundir import atomic_write_text
@@ -63,6 +69,9 @@ class EvalSettings:
     """Questions per checkpoint; changes only how often progress is saved, never a result."""
     max_image_side: int | None = None
     """The longer image side the backend shrinks images to; None: full size."""
+    dataset: str = ""
+    """The data set: the absolute path of a local file or folder, or a Hugging Face id."""
+    split: str | None = None
 
     def __post_init__(self) -> None:
         check_no_image_mode(self.no_image)
@@ -70,6 +79,10 @@ class EvalSettings:
             raise ConfigError(f"limit must be at least 1, got {self.limit}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+
+    def defining_options(self) -> dict[str, Any]:
+        """Return the settings that decide the results, which an output folder is bound to."""
+        return {name: getattr(self, name) for name in DEFINING_OPTIONS}
 
     def request_key(self, prompt_hash: str) -> str:
         data = {
@@ -82,6 +95,10 @@ class EvalSettings:
             "max_image_side": self.max_image_side,
         }
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+class RequestsFailedError(MicroVQAError):
+    """Every request an evaluation sent failed, so there is no reply to score."""
 
 
 @dataclass
@@ -120,8 +137,14 @@ class Evaluation:
         return [questions[index] for index in chosen]
 
     def run(self, loaded: LoadedDataset) -> dict[str, Any]:
-        """Evaluate the questions, write every output file and return the summary."""
+        """Evaluate the questions, write every output file and return the summary.
+
+        Raises RequestsFailedError, and writes no summary, when every request sent failed.
+        Results of questions answered in earlier runs stay on disk for the next run.
+        """
+        check_options(self.out_dir, self.settings.defining_options())
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        store_options(self.out_dir, self.settings.defining_options())
         planned = [self._plan(question) for question in self.select(loaded.questions)]
         done = self._finished_results({item.result_id for item in planned})
         todo = [item for item in planned if item.result_id not in done]
@@ -142,6 +165,10 @@ class Evaluation:
                 self._write_part(results)
                 done.update(((result.question_id, result.request_key), result) for result in results)
                 bar.update(len(batch))
+
+        sent = [done[item.result_id] for item in todo]
+        if sent and all(result.error for result in sent):
+            raise RequestsFailedError(self._all_failed_message(sent, answered=len(planned) - len(todo)))
 
         results = [done[item.result_id] for item in planned]
         summary = self._write_outputs(loaded, results)
@@ -174,6 +201,7 @@ class Evaluation:
             blooms_level=question.blooms_level,
             blooms_name=question.blooms_name,
             correct_index=question.correct_index,
+            correct_option=correct_option,
             n_choices=len(question.choices),
             n_images=sum(isinstance(part, ImagePart) for message in item.request.messages for part in message.content),
             prompt_hash=item.prompt_hash,
@@ -198,7 +226,11 @@ class Evaluation:
         if self.results_path.exists():
             sources.insert(0, self.results_path)
         for path in sources:
-            for result in from_table(pq.read_table(path), EvalResult):
+            table = pq.read_table(path)
+            if "correct_option" not in table.column_names:
+                # Results files of earlier versions have no correct_option column.
+                table = table.append_column("correct_option", pc.add(table["correct_index"], 1))
+            for result in from_table(table, EvalResult):
                 result_id = (result.question_id, result.request_key)
                 if result_id in wanted and not result.error:
                     finished[result_id] = result
@@ -208,7 +240,7 @@ class Evaluation:
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         numbers = [int(path.stem.removeprefix("part-")) for path in self.parts_dir.glob("part-*.parquet")]
         path = self.parts_dir / f"part-{max(numbers, default=0) + 1:06d}.parquet"
-        write_parquet(path, to_table(results, EvalResult))
+        write_parquet(path, results_table(results))
 
     def _write_outputs(self, loaded: LoadedDataset, results: list[EvalResult]) -> dict[str, Any]:
         template = template_for(self.settings.no_image)
@@ -229,11 +261,20 @@ class Evaluation:
             "usage": self.backend.usage(),
         }
         summary = build_summary(results, run_info)
-        write_parquet(self.results_path, to_table(results, EvalResult))
+        write_parquet(self.results_path, results_table(results))
         write_parquet(self.rejected_path, to_table(list(loaded.rejections), Rejection))
         atomic_write_text(self.summary_path, json.dumps(summary, indent=2) + "\n")
         atomic_write_text(self.report_path, render_report(summary, results, loaded.rejections, self.settings.model))
         return summary
+
+    def _all_failed_message(self, failed: list[EvalResult], answered: int) -> str:
+        reasons = Counter(result.error for result in failed)
+        counts = ", ".join(f"{reason}: {count}" for reason, count in sorted(reasons.items()))
+        detail = " ".join(failed[0].error_detail.split())[:_ERROR_DETAIL_CHARS]
+        message = f"all {len(failed)} requests failed ({counts}), so no accuracy is reported. First error: {detail or failed[0].error}."
+        if answered:
+            message += f" The {answered} questions answered in earlier runs stay in {self.out_dir} for the next run."
+        return message
 
     def _log_end(self, summary: dict[str, Any]) -> None:
         reference, robust = summary["parsers"]["reference"], summary["parsers"]["robust"]
@@ -250,10 +291,16 @@ class Evaluation:
         )
         if summary["failed_requests"]:
             logger.warning(
-                "%d requests failed (%s) and are scored wrong; run the same command again to retry them",
+                "%d of %d questions have no reply because their requests failed (%s). They are scored wrong, "
+                "so the accuracy is a lower bound. Run the same command again to retry them",
                 summary["failed_requests"],
+                summary["n"],
                 ", ".join(f"{reason}: {count}" for reason, count in summary["failed_reasons"].items()),
             )
+
+
+_ERROR_DETAIL_CHARS = 200
+"""Characters of the first error's detail quoted in the one-line error of a run where every request failed."""
 
 
 def format_table(summary: dict[str, Any]) -> str:
