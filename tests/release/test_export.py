@@ -120,18 +120,26 @@ def test_chat_files_name_existing_images(exported):
             assert assistant["role"] == "assistant"
             assert user["content"].count("<image>") == len(record["images"]) == 1
             assert "(1) " in user["content"]
-            assert re.search(r"The answer is \(\d\) ", assistant["content"])
+            assert re.search(r"\n\nThe answer is \([1-4]\)$", assistant["content"])
             image = exported / "chat" / record["images"][0]
             assert image.is_file()
             Image.open(image).verify()
 
 
 def test_chat_reply_states_correct_number(exported):
-    row = pq.read_table(exported / "data" / "test-00000-of-00001.parquet", columns=["correct_index", "cot"]).to_pylist()[0]
-    record = json.loads((exported / "chat" / "test.jsonl").read_text().splitlines()[0])
-    reply = record["messages"][1]["content"]
-    assert reply.startswith(row["cot"].strip())
-    assert f"The answer is ({row['correct_index']})" in reply
+    for split in ("train", "test"):
+        rows = pq.read_table(exported / "data" / f"{split}-00000-of-00001.parquet", columns=["correct_index", "cot"]).to_pylist()
+        records = [json.loads(line) for line in (exported / "chat" / f"{split}.jsonl").read_text().splitlines()]
+        assert len(records) == len(rows)
+        for row, record in zip(rows, records):
+            user, assistant = (message["content"] for message in record["messages"])
+            assert user.endswith('end with "The answer is (N)", where N is the number of the correct choice.')
+            assert assistant == f"{row['cot'].strip()}\n\nThe answer is ({row['correct_index']})"
+
+
+def test_card_states_chat_answer_form(exported):
+    _, body = card_parts(exported)
+    assert "The assistant turn is the rationale, then a last line `The answer is (N)`" in body
 
 
 def test_no_leakage_across_exported_splits(run_copy):

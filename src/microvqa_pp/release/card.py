@@ -240,8 +240,9 @@ def render_card(summary: ExportSummary, manifest: dict[str, Any], config: Config
         "MicroVQA++ files.\n"
         "- `microvqa/` (MicroVQA evaluation layout): `choices` carry no prefixes and `correct_index` "
         "is **0-based**, as in MicroVQA (`jmhb/microvqa`).\n"
-        "- `chat/`: options are numbered `(1)`..`(n)` in the prompt and the reply ends with "
-        "`The answer is (N)`, N 1-based."
+        "- `chat/`: the user turn numbers the options `(1)` to `(n)` and asks for a reply that ends "
+        "with `The answer is (N)`. The assistant turn is the rationale, then a last line "
+        "`The answer is (N)` with N the **1-based** number of the correct option."
     )
     sections.append("## Splits\n\n" + _splits_section(items))
     sections.append("## Fields of `data/`\n\n" + _table(["column", "type", "description"], [[f"`{name}`", _type_name(feature), COLUMN_DESCRIPTIONS.get(name, "")] for name, feature in formats.RELEASE_FEATURES.items()]))

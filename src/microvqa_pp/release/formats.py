@@ -19,8 +19,13 @@ import pyarrow as pa
 from microvqa_pp.records import MCQ, Figure, FilterDecision, SplitAssignment
 
 PROMPTS = Path(__file__).resolve().parent / "prompts"
-CHAT_PROMPT_VERSION = "chat-v1"
-"""Version of the chat templates in prompts/chat_user_v1.txt and prompts/chat_assistant_v1.txt."""
+CHAT_PROMPT_VERSION = "chat-v2"
+"""Version of the chat templates in prompts/chat_user_v2.txt and prompts/chat_assistant_v2.txt.
+
+Version 2 ends the reply with exactly `The answer is (N)`, the form that the user turn asks for and
+that MicroVQA's evaluation prompt (evaluation/prompts/microvqa_reference.txt) requests. Version 1
+appended the answer text after `(N)`.
+"""
 
 BIOMEDICA_URL = "https://huggingface.co/datasets/BIOMEDICA/biomedica_webdataset_24M"
 
@@ -225,12 +230,15 @@ def _template(name: str) -> Template:
     return Template((PROMPTS / name).read_text(encoding="utf-8"))
 
 
-CHAT_USER = _template("chat_user_v1.txt")
-CHAT_ASSISTANT = _template("chat_assistant_v1.txt")
+CHAT_USER = _template("chat_user_v2.txt")
+CHAT_ASSISTANT = _template("chat_assistant_v2.txt")
 
 
 def chat_record(item: ReleaseItem, image_path: str) -> dict[str, Any]:
     """Return one fine-tuning conversation: the image and question, then the rationale and answer.
+
+    The reply ends with `The answer is (N)`, N the 1-based number of the correct choice, which is
+    the form that the user turn asks for.
 
     The layout (`messages` with one `<image>` token per image, and `images`) is what LLaMA-Factory
     (sharegpt formatting with role/content tags) and ms-swift read.
@@ -238,11 +246,7 @@ def chat_record(item: ReleaseItem, image_path: str) -> dict[str, Any]:
     mcq = item.mcq
     choices = "\n".join(f"({number}) {choice}" for number, choice in enumerate(mcq.choices, start=1))
     user = CHAT_USER.substitute(question=mcq.question.strip(), choices=choices).strip()
-    reply = CHAT_ASSISTANT.substitute(
-        cot=mcq.cot.strip(),
-        number=mcq.correct_index + 1,
-        answer=mcq.choices[mcq.correct_index].strip(),
-    ).strip()
+    reply = CHAT_ASSISTANT.substitute(cot=mcq.cot.strip(), number=mcq.correct_index + 1).strip()
     return {
         "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": reply}],
         "images": [image_path],
