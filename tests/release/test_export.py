@@ -19,7 +19,7 @@ from PIL import Image
 
 from microvqa_pp.config import load_config
 from microvqa_pp.pipeline import run_stages
-from microvqa_pp.records import ExportedQuestion, SplitAssignment
+from microvqa_pp.records import ExportedQuestion, Figure, SplitAssignment
 from microvqa_pp.release import formats
 from microvqa_pp.release.card import hf_license_id, yaml_lines
 from microvqa_pp.run.rundir import RunDir
@@ -146,15 +146,29 @@ def test_no_leakage_across_exported_splits(run_copy):
     export_dir = export(run_copy)
     rows = {}
     for split in ("train", "test"):
-        rows[split] = pq.read_table(export_dir / "data" / f"{split}-00000-of-00001.parquet", columns=["pmcid", "article_id", "image", "leakage_group"]).to_pylist()
+        columns = ["figure_id", "pmcid", "article_id", "image", "image_hash", "phash", "leakage_group"]
+        rows[split] = pq.read_table(export_dir / "data" / f"{split}-00000-of-00001.parquet", columns=columns).to_pylist()
         assert rows[split]
 
     def values(split, key):
         return {row[key] for row in rows[split]} - {""}
 
+    # The test split contains BIOMEDICA figures, so the PMC id check compares real ids.
+    assert values("test", "pmcid")
     assert not values("train", "pmcid") & values("test", "pmcid")
     assert not values("train", "article_id") & values("test", "article_id")
     assert not values("train", "leakage_group") & values("test", "leakage_group")
+    assert not values("train", "image_hash") & values("test", "image_hash")
+
+    # The provenance hashes are the ingested figure's, and no exported pair is a near-duplicate.
+    figures = {figure.figure_id: figure for figure in read_records(run_copy.stage_output("ingest"), Figure)}
+    for row in rows["train"] + rows["test"]:
+        assert row["image_hash"] == figures[row["figure_id"]].image_hash
+        assert row["phash"] == figures[row["figure_id"]].phash
+        assert re.fullmatch(r"[0-9a-f]{16}", row["phash"])
+    distance = load_config().split.near_duplicate_distance
+    exported_closest = min((int(first["phash"], 16) ^ int(second["phash"], 16)).bit_count() for first, second in itertools.product(rows["train"], rows["test"]))
+    assert exported_closest > distance
 
     def image_facts(split):
         facts = {}
@@ -169,7 +183,7 @@ def test_no_leakage_across_exported_splits(run_copy):
     train_images, test_images = image_facts("train"), image_facts("test")
     assert not set(train_images) & set(test_images)
     closest = min((first ^ second).bit_count() for first, second in itertools.product(train_images.values(), test_images.values()))
-    assert closest > load_config().split.near_duplicate_distance
+    assert closest > distance
 
 
 def test_exports_are_byte_identical(template_run, tmp_path):
@@ -244,6 +258,8 @@ def test_card_header(exported):
     features = {feature["name"]: feature for feature in info["default"]["features"]}
     assert features["image"] == {"name": "image", "dtype": "image"}
     assert features["choices"] == {"name": "choices", "list": "string"}
+    assert features["image_hash"] == {"name": "image_hash", "dtype": "string"}
+    assert features["phash"] == {"name": "phash", "dtype": "string"}
     assert info["microvqa"]["features"][2] == {"name": "images_list", "list": "image"}
 
 

@@ -62,6 +62,8 @@ COLUMN_DESCRIPTIONS = {
     "no_image_accuracy": "share of no-image answers that were right",
     "generator": "what wrote the question (model name, or the offline template agent)",
     "leakage_group": "group of figures sharing an article, image or near-duplicate; one group is never in both splits",
+    "image_hash": "image hash used for grouping: BIOMEDICA's `image_hash` where the source gives it, else the SHA-256 of the image file",
+    "phash": "64-bit DCT perceptual hash of the image as 16 hex digits (the `imagehash.phash` algorithm); images within the split's near-duplicate distance share a leakage group",
 }
 
 _HF_LICENSE = re.compile(r"^CC[ -]?(BY(?:[ -](?:NC|SA|ND))*)[ -]?(\d\.\d)$")

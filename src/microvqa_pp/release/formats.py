@@ -70,6 +70,8 @@ RELEASE_FEATURES: dict[str, dict[str, Any]] = {
     "no_image_accuracy": FLOAT64,
     "generator": STRING,
     "leakage_group": STRING,
+    "image_hash": STRING,
+    "phash": STRING,
 }
 
 MICROVQA_FEATURES: dict[str, dict[str, Any]] = {
@@ -202,6 +204,8 @@ def release_row(item: ReleaseItem, image: bytes) -> dict[str, Any]:
         "no_image_accuracy": mcq.no_image_accuracy,
         "generator": mcq.generator,
         "leakage_group": item.assignment.leakage_group,
+        "image_hash": figure.image_hash,
+        "phash": figure.phash,
     }
 
 
