@@ -263,7 +263,7 @@ def test_card_header(exported):
     assert info["microvqa"]["features"][2] == {"name": "images_list", "list": "image"}
 
 
-def test_card_body(exported):
+def test_card_body(exported, run_copy):
     _, body = card_parts(exported)
     assert "`correct_index` is **1-based**" in body
     assert "**0-based**" in body
@@ -278,7 +278,65 @@ def test_card_body(exported):
     # How the data was made, per stage.
     for stage in ("ingest", "generate", "score", "filter", "mcq", "split"):
         assert f"1. `{stage}`:" in body
-    assert "dropped 4 (below_keep_share 4)" in body
+    assert "records; dropped 4: below_keep_share 4)" in body
+    test_count = run_copy.stage_entry("split")["stats"]["test"]
+    assert f"The test split has {test_count} of 92 questions ({test_count / 92:.1%}; target 20.0%)." in body
+
+
+def generate_flags(run: RunDir) -> dict[str, bool]:
+    table = pq.read_table(run.stage_output("generate"), columns=["qa_id", "template_generated"])
+    return dict(zip(table.column("qa_id").to_pylist(), table.column("template_generated").to_pylist()))
+
+
+def test_card_counts_some_template_questions(exported, run_copy):
+    _, body = card_parts(exported)
+    flags = generate_flags(run_copy)
+    rows = []
+    for split in ("train", "test"):
+        rows += pq.read_table(exported / "data" / f"{split}-00000-of-00001.parquet", columns=["qa_id", "template_generated"]).to_pylist()
+    for row in rows:
+        assert row["template_generated"] is flags[row["qa_id"]]
+    count = sum(row["template_generated"] for row in rows)
+    # The fabricated QAs alternate between template-written and not.
+    assert 0 < count < 92
+    line = f"- {count} of the 92 questions were generated from templates, not by a language model (column `template_generated`)."
+    assert body.count(line) == 1
+
+
+def test_card_states_template_note_once(run_copy):
+    from microvqa_pp.records import QA, to_table
+    from microvqa_pp.run.stage import write_parquet
+
+    qas = read_records(run_copy.stage_output("generate"), QA)
+    for qa in qas:
+        qa.template_generated = True
+    write_parquet(run_copy.stage_output("generate"), to_table(qas, QA))
+    note = (
+        "Questions were written by the offline template writer (no language model) from "
+        "answer spans found by rules in each caption; they are marked template_generated."
+    )
+    run_copy.add_note("generate", note)
+    _, body = card_parts(export(run_copy))
+
+    assert body.count(note) == 1
+    assert body.count("template writer (no language model)") == 1
+    assert "generated from templates" not in body
+    assert "of the 92 questions" not in body
+
+
+def test_card_states_missed_test_share(run_copy):
+    from microvqa_pp.records import MCQ, to_table
+    from microvqa_pp.run.stage import write_parquet
+
+    # The eLife 01222 group (40 questions) and one BIOMEDICA figure (3) allow no split near 80:20.
+    mcqs = read_records(run_copy.stage_output("mcq"), MCQ)
+    subset = [mcq for mcq in mcqs if mcq.figure_id.startswith("elife-01222") or mcq.figure_id == "copy-cropped" or "-PMC9852609-" in mcq.figure_id]
+    write_parquet(run_copy.stage_output("mcq"), to_table(subset, MCQ))
+    _, body = card_parts(export(run_copy))
+
+    assert "The test split has 3 of 43 questions (7.0%; target 20.0%)." in body
+    note = "- The test split holds 3 of 43 questions (7.0%) against a target of 20.0% (split.test_share)."
+    assert body.count(note) == 1
 
 
 @pytest.mark.parametrize(

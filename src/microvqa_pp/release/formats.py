@@ -33,6 +33,7 @@ STRING = {"dtype": "string", "_type": "Value"}
 INT64 = {"dtype": "int64", "_type": "Value"}
 FLOAT64 = {"dtype": "float64", "_type": "Value"}
 IMAGE = {"_type": "Image"}
+BOOL = {"dtype": "bool", "_type": "Value"}
 STRINGS = {"feature": STRING, "_type": "List"}
 
 RELEASE_FEATURES: dict[str, dict[str, Any]] = {
@@ -72,6 +73,7 @@ RELEASE_FEATURES: dict[str, dict[str, Any]] = {
     "leakage_group": STRING,
     "image_hash": STRING,
     "phash": STRING,
+    "template_generated": BOOL,
 }
 
 MICROVQA_FEATURES: dict[str, dict[str, Any]] = {
@@ -91,7 +93,7 @@ MICROVQA_FEATURES: dict[str, dict[str, Any]] = {
     "license": STRING,
 }
 
-_ARROW_VALUES = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64()}
+_ARROW_VALUES = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_()}
 IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 
 
@@ -165,6 +167,8 @@ class ReleaseItem:
     assignment: SplitAssignment
     decision: FilterDecision | None
     image_name: str
+    template_generated: bool | None = None
+    """Whether the `generate` stage wrote the source QA from a template; None without that stage's output."""
 
 
 def release_row(item: ReleaseItem, image: bytes) -> dict[str, Any]:
@@ -206,6 +210,7 @@ def release_row(item: ReleaseItem, image: bytes) -> dict[str, Any]:
         "leakage_group": item.assignment.leakage_group,
         "image_hash": figure.image_hash,
         "phash": figure.phash,
+        "template_generated": item.template_generated,
     }
 
 
