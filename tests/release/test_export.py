@@ -19,7 +19,7 @@ from PIL import Image
 
 from microvqa_pp.config import load_config
 from microvqa_pp.pipeline import run_stages
-from microvqa_pp.records import ExportedQuestion, SplitAssignment
+from microvqa_pp.records import ExportedQuestion, Figure, SplitAssignment
 from microvqa_pp.release import formats
 from microvqa_pp.release.card import hf_license_id, yaml_lines
 from microvqa_pp.run.rundir import RunDir
@@ -120,33 +120,55 @@ def test_chat_files_name_existing_images(exported):
             assert assistant["role"] == "assistant"
             assert user["content"].count("<image>") == len(record["images"]) == 1
             assert "(1) " in user["content"]
-            assert re.search(r"The answer is \(\d\) ", assistant["content"])
+            assert re.search(r"\n\nThe answer is \([1-4]\)$", assistant["content"])
             image = exported / "chat" / record["images"][0]
             assert image.is_file()
             Image.open(image).verify()
 
 
 def test_chat_reply_states_correct_number(exported):
-    row = pq.read_table(exported / "data" / "test-00000-of-00001.parquet", columns=["correct_index", "cot"]).to_pylist()[0]
-    record = json.loads((exported / "chat" / "test.jsonl").read_text().splitlines()[0])
-    reply = record["messages"][1]["content"]
-    assert reply.startswith(row["cot"].strip())
-    assert f"The answer is ({row['correct_index']})" in reply
+    for split in ("train", "test"):
+        rows = pq.read_table(exported / "data" / f"{split}-00000-of-00001.parquet", columns=["correct_index", "cot"]).to_pylist()
+        records = [json.loads(line) for line in (exported / "chat" / f"{split}.jsonl").read_text().splitlines()]
+        assert len(records) == len(rows)
+        for row, record in zip(rows, records):
+            user, assistant = (message["content"] for message in record["messages"])
+            assert user.endswith('end with "The answer is (N)", where N is the number of the correct choice.')
+            assert assistant == f"{row['cot'].strip()}\n\nThe answer is ({row['correct_index']})"
+
+
+def test_card_states_chat_answer_form(exported):
+    _, body = card_parts(exported)
+    assert "The assistant turn is the rationale, then a last line `The answer is (N)`" in body
 
 
 def test_no_leakage_across_exported_splits(run_copy):
     export_dir = export(run_copy)
     rows = {}
     for split in ("train", "test"):
-        rows[split] = pq.read_table(export_dir / "data" / f"{split}-00000-of-00001.parquet", columns=["pmcid", "article_id", "image", "leakage_group"]).to_pylist()
+        columns = ["figure_id", "pmcid", "article_id", "image", "image_hash", "phash", "leakage_group"]
+        rows[split] = pq.read_table(export_dir / "data" / f"{split}-00000-of-00001.parquet", columns=columns).to_pylist()
         assert rows[split]
 
     def values(split, key):
         return {row[key] for row in rows[split]} - {""}
 
+    # The test split contains BIOMEDICA figures, so the PMC id check compares real ids.
+    assert values("test", "pmcid")
     assert not values("train", "pmcid") & values("test", "pmcid")
     assert not values("train", "article_id") & values("test", "article_id")
     assert not values("train", "leakage_group") & values("test", "leakage_group")
+    assert not values("train", "image_hash") & values("test", "image_hash")
+
+    # The provenance hashes are the ingested figure's, and no exported pair is a near-duplicate.
+    figures = {figure.figure_id: figure for figure in read_records(run_copy.stage_output("ingest"), Figure)}
+    for row in rows["train"] + rows["test"]:
+        assert row["image_hash"] == figures[row["figure_id"]].image_hash
+        assert row["phash"] == figures[row["figure_id"]].phash
+        assert re.fullmatch(r"[0-9a-f]{16}", row["phash"])
+    distance = load_config().split.near_duplicate_distance
+    exported_closest = min((int(first["phash"], 16) ^ int(second["phash"], 16)).bit_count() for first, second in itertools.product(rows["train"], rows["test"]))
+    assert exported_closest > distance
 
     def image_facts(split):
         facts = {}
@@ -161,7 +183,7 @@ def test_no_leakage_across_exported_splits(run_copy):
     train_images, test_images = image_facts("train"), image_facts("test")
     assert not set(train_images) & set(test_images)
     closest = min((first ^ second).bit_count() for first, second in itertools.product(train_images.values(), test_images.values()))
-    assert closest > load_config().split.near_duplicate_distance
+    assert closest > distance
 
 
 def test_exports_are_byte_identical(template_run, tmp_path):
@@ -236,10 +258,12 @@ def test_card_header(exported):
     features = {feature["name"]: feature for feature in info["default"]["features"]}
     assert features["image"] == {"name": "image", "dtype": "image"}
     assert features["choices"] == {"name": "choices", "list": "string"}
+    assert features["image_hash"] == {"name": "image_hash", "dtype": "string"}
+    assert features["phash"] == {"name": "phash", "dtype": "string"}
     assert info["microvqa"]["features"][2] == {"name": "images_list", "list": "image"}
 
 
-def test_card_body(exported):
+def test_card_body(exported, run_copy):
     _, body = card_parts(exported)
     assert "`correct_index` is **1-based**" in body
     assert "**0-based**" in body
@@ -254,7 +278,65 @@ def test_card_body(exported):
     # How the data was made, per stage.
     for stage in ("ingest", "generate", "score", "filter", "mcq", "split"):
         assert f"1. `{stage}`:" in body
-    assert "dropped 4 (below_keep_share 4)" in body
+    assert "records; dropped 4: below_keep_share 4)" in body
+    test_count = run_copy.stage_entry("split")["stats"]["test"]
+    assert f"The test split has {test_count} of 92 questions ({test_count / 92:.1%}; target 20.0%)." in body
+
+
+def generate_flags(run: RunDir) -> dict[str, bool]:
+    table = pq.read_table(run.stage_output("generate"), columns=["qa_id", "template_generated"])
+    return dict(zip(table.column("qa_id").to_pylist(), table.column("template_generated").to_pylist()))
+
+
+def test_card_counts_some_template_questions(exported, run_copy):
+    _, body = card_parts(exported)
+    flags = generate_flags(run_copy)
+    rows = []
+    for split in ("train", "test"):
+        rows += pq.read_table(exported / "data" / f"{split}-00000-of-00001.parquet", columns=["qa_id", "template_generated"]).to_pylist()
+    for row in rows:
+        assert row["template_generated"] is flags[row["qa_id"]]
+    count = sum(row["template_generated"] for row in rows)
+    # The fabricated QAs alternate between template-written and not.
+    assert 0 < count < 92
+    line = f"- {count} of the 92 questions were generated from templates, not by a language model (column `template_generated`)."
+    assert body.count(line) == 1
+
+
+def test_card_states_template_note_once(run_copy):
+    from microvqa_pp.records import QA, to_table
+    from microvqa_pp.run.stage import write_parquet
+
+    qas = read_records(run_copy.stage_output("generate"), QA)
+    for qa in qas:
+        qa.template_generated = True
+    write_parquet(run_copy.stage_output("generate"), to_table(qas, QA))
+    note = (
+        "Questions were written by the offline template writer (no language model) from "
+        "answer spans found by rules in each caption; they are marked template_generated."
+    )
+    run_copy.add_note("generate", note)
+    _, body = card_parts(export(run_copy))
+
+    assert body.count(note) == 1
+    assert body.count("template writer (no language model)") == 1
+    assert "generated from templates" not in body
+    assert "of the 92 questions" not in body
+
+
+def test_card_states_missed_test_share(run_copy):
+    from microvqa_pp.records import MCQ, to_table
+    from microvqa_pp.run.stage import write_parquet
+
+    # The eLife 01222 group (40 questions) and one BIOMEDICA figure (3) allow no split near 80:20.
+    mcqs = read_records(run_copy.stage_output("mcq"), MCQ)
+    subset = [mcq for mcq in mcqs if mcq.figure_id.startswith("elife-01222") or mcq.figure_id == "copy-cropped" or "-PMC9852609-" in mcq.figure_id]
+    write_parquet(run_copy.stage_output("mcq"), to_table(subset, MCQ))
+    _, body = card_parts(export(run_copy))
+
+    assert "The test split has 3 of 43 questions (7.0%; target 20.0%)." in body
+    note = "- The test split holds 3 of 43 questions (7.0%) against a target of 20.0% (split.test_share)."
+    assert body.count(note) == 1
 
 
 @pytest.mark.parametrize(

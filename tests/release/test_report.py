@@ -85,6 +85,21 @@ def test_report_sections_state_their_facts(reported_run):
     assert "in 17 leakage groups (the largest has 40 questions)" in page
 
 
+def test_report_blooms_counts_and_shares(reported_run):
+    _, path = reported_run
+    page = path.read_text()
+    reference, _ = read_blooms_reference(models.BLOOMS_REFERENCE)
+    assert "Questions per level, as counts and shares: the 92 built questions" in page
+    assert "<th>built questions</th><th>built share</th><th>MicroVQA expert labels questions</th><th>MicroVQA expert labels share</th>" in page
+    # The fabricated questions cycle through levels 1 to 4, so each of these has 23 (25 %).
+    for level, name in ((1, "Recall"), (4, "Analysis")):
+        count = reference[level]
+        row = f'<tr><td class="number">{level}</td><td>{name}</td><td class="number">23</td><td>25.0%</td><td class="number">{count}</td><td>{count / 127:.1%}</td></tr>'
+        assert row in page
+    row = f'<tr><td class="number">6</td><td>Create</td><td class="number">0</td><td>0.0%</td><td class="number">{reference[6]}</td><td>{reference[6] / 127:.1%}</td></tr>'
+    assert row in page
+
+
 def test_report_before_later_stages(tmp_path, biomedica_shard):
     run, config = open_run(str(tmp_path / "run"), create=True, sources=[SourceLocation("biomedica", str(biomedica_shard))])
     run_stages(["ingest"], run, config)

@@ -53,6 +53,49 @@ def test_oversized_group_stays_in_train():
     assert len(test) == 20
 
 
+def demo_groups() -> dict[str, Counter[int]]:
+    """The leakage groups of the offline demo build: one article of 29 questions and
+    12 small groups with 21 questions in all."""
+    groups = {
+        "01222": Counter({1: 21, 2: 6, 3: 2}),
+        "00230": Counter({1: 3, 2: 1, 3: 1}),
+        "PMC6877440": Counter({1: 2, 3: 1}),
+        "PMC3310724": Counter({1: 1, 2: 1}),
+        "PMC9852609": Counter({1: 1, 2: 1}),
+        "PMC9654220": Counter({1: 1, 3: 1}),
+        "PMC9762925": Counter({3: 1}),
+    }
+    for index in range(6):
+        groups[f"single{index}"] = Counter({1: 1})
+    return groups
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_huge_group_left_out_when_others_fit(seed):
+    groups = demo_groups()
+    test = assign_groups(groups, 0.3, seed=seed)
+    test_size = sum(sum(groups[name].values()) for name in test)
+    # The target is 15 of 50. The small groups reach it, while the large group alone overshoots
+    # by 14 and still has a lower squared distance than an empty test split.
+    assert "01222" not in test
+    assert abs(test_size - 15) <= 1
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_huge_group_among_singletons(seed):
+    # Target 48 of 160: the huge group alone overshoots by 12, the singletons reach it exactly.
+    groups = {"huge": Counter({1: 20, 2: 20, 3: 20})} | singleton_groups(100)
+    test = assign_groups(groups, 0.3, seed=seed)
+    assert "huge" not in test
+    assert len(test) == 48
+
+
+def test_huge_group_joins_test_when_needed():
+    groups = {"huge": Counter({1: 35})} | singleton_groups(15, tasks=1)
+    for seed in range(5):
+        assert assign_groups(groups, 0.7, seed=seed) == {"huge"}
+
+
 def test_test_split_gets_smallest_group_at_least():
     groups = {"a": Counter({1: 10}), "b": Counter({1: 4}), "c": Counter({1: 8})}
     assert assign_groups(groups, 0.05, seed=0) == {"b"}
@@ -119,6 +162,27 @@ def test_stage_share_and_stats(run_copy):
     assert set(stats["test_share_per_task"]) == {"1", "2", "3"}
     for share in stats["test_share_per_task"].values():
         assert 0.1 <= share <= 0.3
+    assert "split" not in run_copy.read_manifest().get("notes", {})
+
+
+def test_stage_warns_when_share_is_missed(run_copy, caplog):
+    # Keep the 40 questions of the eLife 01222 group and the 3 of one BIOMEDICA figure: the
+    # closest split to a test share of 0.2 puts the 3 questions in test.
+    mcqs = read_records(run_copy.stage_output("mcq"), MCQ)
+    subset = [mcq for mcq in mcqs if mcq.figure_id.startswith("elife-01222") or mcq.figure_id == "copy-cropped" or "-PMC9852609-" in mcq.figure_id]
+    write_parquet(run_copy.stage_output("mcq"), to_table(subset, MCQ))
+
+    with caplog.at_level("WARNING", logger="microvqa_pp.release.split"):
+        records, _ = run_split(run_copy, test_share=0.2)
+
+    stats = run_copy.stage_entry("split")["stats"]
+    assert len(records) == 43
+    assert stats["test"] == 3
+    assert stats["test_share"] == round(3 / 43, 4)
+    assert "split: test share 0.070 differs from the target 0.200 by more than 0.05" in caplog.text
+    note = run_copy.read_manifest()["notes"]["split"]
+    assert note.startswith("The test split holds 3 of 43 questions (7.0%) against a target of 20.0% (split.test_share).")
+    assert "the largest has 40 questions" in note
 
 
 def test_stage_records_nearest_training_neighbours(run_copy):

@@ -54,6 +54,8 @@ COLUMN_DESCRIPTIONS = {
     "license_group": "`commercial`, `noncommercial` or `other` (the BIOMEDICA subsets)",
     "blooms_level": "Bloom's taxonomy level, 1 Recall to 6 Create",
     "blooms_name": "Bloom's taxonomy level name",
+    "blooms_source": "what set `blooms_level`: `agent:NAME` for the question writer, else the name of the offline classifier",
+    "blooms_level_classifier": "the offline classifier's Bloom's level, kept beside `blooms_level` for comparison",
     "consistency_score": "fused cross-modal consistency score of the source QA (higher is more consistent)",
     "head_nli": "HiCQA-Graph head predicting NLI entailment (empty when not recorded)",
     "head_alignment": "HiCQA-Graph head predicting image-text alignment (empty when not recorded)",
@@ -62,6 +64,9 @@ COLUMN_DESCRIPTIONS = {
     "no_image_accuracy": "share of no-image answers that were right",
     "generator": "what wrote the question (model name, or the offline template agent)",
     "leakage_group": "group of figures sharing an article, image or near-duplicate; one group is never in both splits",
+    "image_hash": "image hash used for grouping: BIOMEDICA's `image_hash` where the source gives it, else the SHA-256 of the image file",
+    "phash": "64-bit DCT perceptual hash of the image as 16 hex digits (the `imagehash.phash` algorithm); images within the split's near-duplicate distance share a leakage group",
+    "template_generated": "whether the `generate` stage wrote the source QA from a template rather than with a language model (empty when the run kept no `generate` output)",
 }
 
 _HF_LICENSE = re.compile(r"^CC[ -]?(BY(?:[ -](?:NC|SA|ND))*)[ -]?(\d\.\d)$")
@@ -193,27 +198,42 @@ def source_label(kind: str, location: str) -> str:
 def known_limits(summary: ExportSummary, manifest: dict[str, Any], config: Config) -> list[str]:
     """List what a user of the data must know about this run, from the manifest and the data."""
     items = [item for split_items in summary.items.values() for item in split_items]
+    notes = manifest.get("notes", {})
     limits = []
     if config.profile == "offline":
         limits.append(
             "Built with the offline profile: no multimodal LLM and no CLIP or NLI model. Questions, "
-            "distractors and rationales come from a deterministic caption-grounded agent that does not "
-            "look at the image, so they test reading the caption's facts more than seeing the image. "
-            "The notes below say what stood in for each missing model."
+            "distractors and rationales come from the offline template writer, a deterministic "
+            "caption-grounded agent that does not look at the image, so they test reading the caption's "
+            "facts more than seeing the image. The stages' notes below say what stood in for each missing "
+            "model. A column that a note names and the Fields table does not list is in the run's stage "
+            "files under `stages/`, not in this export."
         )
-    template_count = sum(1 for item in items if summary.template_generated.get(item.mcq.qa_id))
-    if template_count:
-        limits.append(f"{template_count} of {len(items)} questions were generated from templates, not by a language model.")
+    template_line = _template_line(items, notes)
+    if template_line:
+        limits.append(template_line)
     # Notes in the order the stages wrote them, which follows the pipeline.
-    limits.extend(manifest.get("notes", {}).values())
+    limits.extend(notes.values())
     failed = sum(1 for item in items if item.mcq.no_image_outcome == "failed")
     if failed:
         limits.append(f"{failed} questions failed the no-image check: a model answered them right without the image.")
     if "review" not in manifest.get("stages", {}):
         limits.append("No human review of the test split is recorded in this run.")
     if len(items) < 1000:
-        limits.append(f"Small: {len(items)} questions. Enough to check the pipeline, not to benchmark models.")
+        limits.append(f"Small: {len(items)} questions are enough to check the pipeline but not to benchmark models.")
     return limits
+
+
+def _template_line(items: list[Any], notes: dict[str, str]) -> str | None:
+    """Return the known-limit line that counts template-written questions, or None when no line is needed."""
+    count = sum(1 for item in items if item.template_generated)
+    if not count:
+        return None
+    if count == len(items) and "generate" in notes:
+        # The `generate` stage writes its note when its offline template writer made every QA.
+        return None
+    amount = f"All {count}" if count == len(items) else f"{count} of the {len(items)}"
+    return f"{amount} questions were generated from templates, not by a language model (column `template_generated`)."
 
 
 def render_card(summary: ExportSummary, manifest: dict[str, Any], config: Config) -> str:
@@ -240,10 +260,11 @@ def render_card(summary: ExportSummary, manifest: dict[str, Any], config: Config
         "MicroVQA++ files.\n"
         "- `microvqa/` (MicroVQA evaluation layout): `choices` carry no prefixes and `correct_index` "
         "is **0-based**, as in MicroVQA (`jmhb/microvqa`).\n"
-        "- `chat/`: options are numbered `(1)`..`(n)` in the prompt and the reply ends with "
-        "`The answer is (N)`, N 1-based."
+        "- `chat/`: the user turn numbers the options `(1)` to `(n)` and asks for a reply that ends "
+        "with `The answer is (N)`. The assistant turn is the rationale, then a last line "
+        "`The answer is (N)` with N the **1-based** number of the correct option."
     )
-    sections.append("## Splits\n\n" + _splits_section(items))
+    sections.append("## Splits\n\n" + _splits_section(items, config.split.test_share))
     sections.append("## Fields of `data/`\n\n" + _table(["column", "type", "description"], [[f"`{name}`", _type_name(feature), COLUMN_DESCRIPTIONS.get(name, "")] for name, feature in formats.RELEASE_FEATURES.items()]))
     sections.append("## Licences\n\n" + _licences_section(everything, manifest))
     sections.append("## How the data was made\n\n" + _method_section(manifest, config))
@@ -286,7 +307,7 @@ def _files_table(summary: ExportSummary, config: Config) -> str:
     return _table(["file", "rows", "contents"], rows)
 
 
-def _splits_section(items: dict[str, list[Any]]) -> str:
+def _splits_section(items: dict[str, list[Any]], test_share: float) -> str:
     rows = []
     for split, split_items in items.items():
         tasks = Counter(item.mcq.task for item in split_items)
@@ -300,8 +321,12 @@ def _splits_section(items: dict[str, list[Any]]) -> str:
             ]
         )
     table = _table(["split", "questions", "figures", "articles", *TASK_NAMES.values()], rows)
+    total = sum(len(split_items) for split_items in items.values())
+    test_count = len(items.get("test", []))
+    achieved = test_count / total if total else 0.0
     return (
-        table + "\n\nNo article, image hash or near-duplicate image (perceptual hash) is in both splits: "
+        table + f"\n\nThe test split has {test_count} of {total} questions ({achieved:.1%}; target {test_share:.1%}). "
+        "No article, image hash or near-duplicate image (perceptual hash) is in both splits: "
         "questions are split by leakage group, stratified by task type as far as the groups allow. "
         "The test split is the one meant for human review and for evaluation."
     )
@@ -338,7 +363,7 @@ def _method_section(manifest: dict[str, Any], config: Config) -> str:
         detail = f"{entry.get('count', 0)} records"
         if rejected:
             reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(rejected.items(), key=lambda pair: -pair[1]))
-            detail += f"; dropped {sum(rejected.values())} ({reasons})"
+            detail += f"; dropped {sum(rejected.values())}: {reasons}"
         lines.append(f"1. `{name}`: {STAGE_DESCRIPTIONS.get(name, '')} ({detail}).")
     sources = ", ".join(source_label(source["kind"], source["location"]) for source in manifest.get("sources", []))
     settings = (

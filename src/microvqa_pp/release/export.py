@@ -69,8 +69,6 @@ class ExportSummary:
     release: dict[str, ParquetFacts] = field(default_factory=dict)
     microvqa: dict[str, ParquetFacts] = field(default_factory=dict)
     chat_images: int = 0
-    template_generated: dict[str, bool] = field(default_factory=dict)
-    """QA id to whether the `generate` stage wrote it from a template (empty without that stage)."""
 
 
 def write_parquet_split(
@@ -109,7 +107,7 @@ class ExportStage(Stage):
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
 
-        summary = ExportSummary(items=items, template_generated=self._template_flags())
+        summary = ExportSummary(items=items)
         self._write_parquet(staging, summary)
         self._write_chat(staging, summary)
         manifest = self.run.read_manifest()
@@ -146,6 +144,7 @@ class ExportStage(Stage):
         decisions = {}
         if filter_path.exists():
             decisions = {decision.qa_id: decision for decision in read_records(filter_path, FilterDecision)}
+        template_flags = self._template_flags()
 
         names = _image_names([figures[a.figure_id] for a in assignments if a.figure_id in figures])
         items: dict[str, list[formats.ReleaseItem]] = {split: [] for split in SPLITS}
@@ -163,7 +162,7 @@ class ExportStage(Stage):
             if not 0 <= mcq.correct_index < len(mcq.choices):
                 rejections.append(Rejection(self.name, mcq.mcq_id, "invalid_correct_index", f"correct_index {mcq.correct_index} outside {len(mcq.choices)} choices"))
                 continue
-            item = formats.ReleaseItem(mcq, figure, assignment, decisions.get(mcq.qa_id), names[figure.figure_id])
+            item = formats.ReleaseItem(mcq, figure, assignment, decisions.get(mcq.qa_id), names[figure.figure_id], template_flags.get(mcq.qa_id))
             items[assignment.split].append(item)
         return items, rejections
 

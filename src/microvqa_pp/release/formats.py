@@ -19,8 +19,13 @@ import pyarrow as pa
 from microvqa_pp.records import MCQ, Figure, FilterDecision, SplitAssignment
 
 PROMPTS = Path(__file__).resolve().parent / "prompts"
-CHAT_PROMPT_VERSION = "chat-v1"
-"""Version of the chat templates in prompts/chat_user_v1.txt and prompts/chat_assistant_v1.txt."""
+CHAT_PROMPT_VERSION = "chat-v2"
+"""Version of the chat templates in prompts/chat_user_v2.txt and prompts/chat_assistant_v2.txt.
+
+Version 2 ends the reply with exactly `The answer is (N)`, the form that the user turn asks for and
+that MicroVQA's evaluation prompt (evaluation/prompts/microvqa_reference.txt) requests. Version 1
+appended the answer text after `(N)`.
+"""
 
 BIOMEDICA_URL = "https://huggingface.co/datasets/BIOMEDICA/biomedica_webdataset_24M"
 
@@ -28,6 +33,7 @@ STRING = {"dtype": "string", "_type": "Value"}
 INT64 = {"dtype": "int64", "_type": "Value"}
 FLOAT64 = {"dtype": "float64", "_type": "Value"}
 IMAGE = {"_type": "Image"}
+BOOL = {"dtype": "bool", "_type": "Value"}
 STRINGS = {"feature": STRING, "_type": "List"}
 
 RELEASE_FEATURES: dict[str, dict[str, Any]] = {
@@ -65,6 +71,9 @@ RELEASE_FEATURES: dict[str, dict[str, Any]] = {
     "no_image_accuracy": FLOAT64,
     "generator": STRING,
     "leakage_group": STRING,
+    "image_hash": STRING,
+    "phash": STRING,
+    "template_generated": BOOL,
 }
 
 MICROVQA_FEATURES: dict[str, dict[str, Any]] = {
@@ -84,7 +93,7 @@ MICROVQA_FEATURES: dict[str, dict[str, Any]] = {
     "license": STRING,
 }
 
-_ARROW_VALUES = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64()}
+_ARROW_VALUES = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_()}
 IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 
 
@@ -158,6 +167,8 @@ class ReleaseItem:
     assignment: SplitAssignment
     decision: FilterDecision | None
     image_name: str
+    template_generated: bool | None = None
+    """Whether the `generate` stage wrote the source QA from a template; None without that stage's output."""
 
 
 def release_row(item: ReleaseItem, image: bytes) -> dict[str, Any]:
@@ -197,6 +208,9 @@ def release_row(item: ReleaseItem, image: bytes) -> dict[str, Any]:
         "no_image_accuracy": mcq.no_image_accuracy,
         "generator": mcq.generator,
         "leakage_group": item.assignment.leakage_group,
+        "image_hash": figure.image_hash,
+        "phash": figure.phash,
+        "template_generated": item.template_generated,
     }
 
 
@@ -225,12 +239,15 @@ def _template(name: str) -> Template:
     return Template((PROMPTS / name).read_text(encoding="utf-8"))
 
 
-CHAT_USER = _template("chat_user_v1.txt")
-CHAT_ASSISTANT = _template("chat_assistant_v1.txt")
+CHAT_USER = _template("chat_user_v2.txt")
+CHAT_ASSISTANT = _template("chat_assistant_v2.txt")
 
 
 def chat_record(item: ReleaseItem, image_path: str) -> dict[str, Any]:
     """Return one fine-tuning conversation: the image and question, then the rationale and answer.
+
+    The reply ends with `The answer is (N)`, N the 1-based number of the correct choice, which is
+    the form that the user turn asks for.
 
     The layout (`messages` with one `<image>` token per image, and `images`) is what LLaMA-Factory
     (sharegpt formatting with role/content tags) and ms-swift read.
@@ -238,11 +255,7 @@ def chat_record(item: ReleaseItem, image_path: str) -> dict[str, Any]:
     mcq = item.mcq
     choices = "\n".join(f"({number}) {choice}" for number, choice in enumerate(mcq.choices, start=1))
     user = CHAT_USER.substitute(question=mcq.question.strip(), choices=choices).strip()
-    reply = CHAT_ASSISTANT.substitute(
-        cot=mcq.cot.strip(),
-        number=mcq.correct_index + 1,
-        answer=mcq.choices[mcq.correct_index].strip(),
-    ).strip()
+    reply = CHAT_ASSISTANT.substitute(cot=mcq.cot.strip(), number=mcq.correct_index + 1).strip()
     return {
         "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": reply}],
         "images": [image_path],

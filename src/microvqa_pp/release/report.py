@@ -171,10 +171,17 @@ class ReportBuilder:
             return section
         built = Counter(mcq.blooms_level for mcq in self.data.mcqs)
         reference, label = blooms.read_blooms_reference(self.config.report.blooms_reference)
-        section.body.append(_paragraph(f"Share of questions per level: the {len(self.data.mcqs)} built questions beside {label} ({sum(reference.values())} questions)."))
+        built_total = len(self.data.mcqs)
+        reference_total = sum(reference.values())
+        section.body.append(_paragraph(f"Questions per level, as counts and shares: the {built_total} built questions beside {label} ({reference_total} questions)."))
         section.body.append(self._image("blooms", plots.blooms(built, reference, label, BLOOMS_NAMES), "Bloom's levels of the built data and the reference"))
-        rows = [[level, BLOOMS_NAMES.get(level, "?"), built.get(level, 0), reference.get(level, 0)] for level in sorted(set(BLOOMS_NAMES) | set(built))]
-        section.body.append(_table(["level", "name", "built", label], rows))
+        rows = []
+        for level in sorted(set(BLOOMS_NAMES) | set(built) | set(reference)):
+            built_count = built.get(level, 0)
+            reference_count = reference.get(level, 0)
+            rows.append([level, BLOOMS_NAMES.get(level, "?"), built_count, f"{built_count / built_total:.1%}", reference_count, f"{reference_count / reference_total:.1%}"])
+        header = ["level", "name", "built questions", "built share", f"{label} questions", f"{label} share"]
+        section.body.append(_table(header, rows))
         return section
 
     def splits(self) -> Section:
