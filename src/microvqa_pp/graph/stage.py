@@ -115,11 +115,12 @@ class FilterStage(Stage):
             self.run.add_note("filter", f"QAs were ranked by one signal alone (filter.method={method}, a baseline), not by HiCQA-Graph.")
             return
         sources = scores.spec.label_sources
-        text = f"HiCQA-Graph weak labels: the nli head predicts {sources['nli']}, the alignment head {sources['alignment']}"
-        notes = [scores.spec.stand_ins[head] for head in ("nli", "alignment") if head in scores.spec.stand_ins]
-        if notes:
-            text += ". " + "; ".join(note[0].upper() + note[1:] for note in notes)
-        self.run.add_note("filter", text + ".")
+        # A stand-in's note already names what its head predicts and why, so it replaces that head's part.
+        parts = [
+            scores.spec.stand_ins[head] if head in scores.spec.stand_ins else f"the {head} head predicts {sources[head]}"
+            for head in ("nli", "alignment")
+        ]
+        self.run.add_note("filter", "HiCQA-Graph weak labels: " + "; ".join(parts) + ".")
 
     def _decisions(
         self,
