@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from microvqa_pp.agents import Agent, AgentResult, make_agent
+from microvqa_pp.agents.cache import file_sha256
 from microvqa_pp.errors import MicroVQAError
 from microvqa_pp.mcq.blooms import LEVEL_NAMES, BloomsClassifier, BloomsItem, BloomsTask, default_training_path, packaged_classifier
 from microvqa_pp.mcq.embedding import SentenceEmbedder, shared_embedder
@@ -82,7 +83,7 @@ class McqStage(ChunkedStage):
         return {
             "prompts": {task.name: task.prompt_version for task in (McqWriteTask, TextOnlyAnswerTask, McqRewriteTask, BloomsTask)},
             "lexicon": lexicon.version,
-            "blooms_training": _file_sha256(default_training_path()),
+            "blooms_training": file_sha256(default_training_path()),
         }
 
     # Planning --------------------------------------------------------------------------------
@@ -351,6 +352,3 @@ def _read_where(path: Path, column: str, values: list[str]) -> pa.Table:
         return pq.read_table(path).slice(0, 0)
     return pq.read_table(path, filters=[(column, "in", values)])
 
-
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]

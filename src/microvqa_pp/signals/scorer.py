@@ -8,7 +8,6 @@ embedding and NLI score goes through the SQLite cache.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +18,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from microvqa_pp.agents.cache import file_sha256
 from microvqa_pp.config import SignalsConfig
 from microvqa_pp.errors import ConfigError
 from microvqa_pp.records import QA, Embedding, Figure, QASignals, Rejection
@@ -215,7 +215,7 @@ class SignalScorer:
             path = Path(figure.image_path)
             paths[figure.figure_id] = path if path.is_absolute() or image_root is None else image_root / path
             try:
-                keys[figure.figure_id] = figure.image_sha256 or _file_sha256(paths[figure.figure_id])
+                keys[figure.figure_id] = figure.image_sha256 or file_sha256(paths[figure.figure_id])
             except OSError as error:
                 unreadable[figure.figure_id] = f"{type(error).__name__}: {error}"
 
@@ -323,13 +323,6 @@ class SignalScorer:
                 counters[f"judge_failed_{result.error}"] += 1
                 logger.debug("score: no judge verdict for %s: %s %s", result.item_id, result.error, result.error_detail)
 
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def score_qas(
