@@ -426,7 +426,6 @@ def distinct_copy():
 
 # The OpenAI-compatible stub server, for every area whose code calls a model ------------------
 
-import sys  # noqa: E402
 
 # Tests import the stub's reply constructors with `from stubs.openai_server import Reply`.
 sys.path.insert(0, str(Path(__file__).resolve().parent))

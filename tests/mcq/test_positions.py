@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import Counter
 
-import pyarrow as pa
 import pytest
 from scipy.stats import chisquare
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
-import pyarrow as pa
 import pytest
 
 from microvqa_pp.config import load_config

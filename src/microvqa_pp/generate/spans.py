@@ -158,7 +158,7 @@ _TREATED_ADJECTIVE = re.compile(r"(?<![\w-])(?P<reagent>[A-Za-z][a-z]{3,})-treat
 _OBJECT_END = r"(?=,|;|\.(?:\s+[A-Z(]|\s*$)|$| in | on | at | upon | when | by | through | via | than | compared )"
 _OUTCOME = re.compile(rf"^(?P<subject>[A-Z][^,;:()]*?(?:\([^)]*\)[^,;:()]*?)*) (?P<verb>{DIRECTIONS}) (?P<object>[^,;:]+?){_OBJECT_END}")
 _DISPLAY_CHANGE = re.compile(rf"^(?P<subject>[A-Z][^,;:]*?) (?:display|displays|show|shows|have|has|exhibit|exhibits) (?:significantly )?(?P<verb>reduced|increased|decreased|elevated|enhanced|impaired|larger|smaller|fewer|more) (?P<object>[^,;:]+?){_OBJECT_END}")
-_CAUSE = re.compile(rf"^(?P<subject>[A-Z][^,;:()]*?(?:\([^)]*\)[^,;:()]*?)*) (?P<verb>leads? to|results? in|causes?|drives?) (?P<object>[^,;:]+?)(?=,|;|\.(?:\s+[A-Z(]|\s*$)|$| in | than | similar to | compared )")
+_CAUSE = re.compile(r"^(?P<subject>[A-Z][^,;:()]*?(?:\([^)]*\)[^,;:()]*?)*) (?P<verb>leads? to|results? in|causes?|drives?) (?P<object>[^,;:]+?)(?=,|;|\.(?:\s+[A-Z(]|\s*$)|$| in | than | similar to | compared )")
 _INFERENCE = re.compile(rf"^(?P<observation>[^;]{{20,}}?), (?P<verb>{INFERENCE_VERBS}) that (?P<conclusion>[^;]+?)\.?$")
 _CONCLUSION = re.compile(rf"^(?P<observation>[^;]{{8,}}?) (?P<verb>{CONCLUSION_VERBS}) that (?P<conclusion>[^;]+?)\.?$")
 _DATA_CONCLUSION = re.compile(rf"^(?:These|The|Our) (?:data|results|findings|observations) (?P<verb>{CONCLUSION_VERBS}) (?:that )?(?P<conclusion>[^;]+?)\.?$")
@@ -266,7 +266,6 @@ def _cell_types(caption: str, sentence: Sentence) -> list[Span]:
                  {"colour": _colour_after(sentence.text, end)} if _colour_after(sentence.text, end) else {})
         )  # fmt: skip
     for match in _CELL_LINE.finditer(sentence.text):
-        name = match.group(1)
         # Strain numbers and genotypes look like cell lines; require a known line or a digit.
         if re.fullmatch(r"[A-Z]{1,5}", match.group("name")) or match.group("name") in ("WT", "KO"):
             continue

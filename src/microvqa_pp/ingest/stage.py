@@ -163,7 +163,6 @@ class _Deduplicator:
 
     def apply(self, table: pa.Table, rejections: list[Rejection]) -> pa.Table:
         """Return the table without the duplicates, with `near_duplicate_of` filled in."""
-        settings = self.settings
         keep: list[bool] = []
         near_links: list[str] = []
         columns = table.select(["figure_id", "image_sha256", "image_hash", "phash", "source"]).to_pylist()
