@@ -17,6 +17,7 @@ by the number of QAs, relative to the smallest size: about 1 means linear growth
     python benchmarks/graph_scale.py                  # 10k, 100k and 1M QAs, one thread
     python benchmarks/graph_scale.py --sizes 10000    # one size
     python benchmarks/graph_scale.py --threads 0      # threads as the filter chooses them
+    python benchmarks/graph_scale.py --halo           # score each partition with its halo
 
 Training and scoring use one thread by default, because on a machine shared with other jobs
 several PyTorch threads wait on each other and their times vary several-fold.
@@ -78,7 +79,7 @@ def _random_arrays(num_qas: int, seed: int):
     return GraphArrays(image, caption, qa, qa_figure, signals, task)
 
 
-def measure(num_qas: int, threads: int | None, seed: int = 0) -> dict:
+def measure(num_qas: int, threads: int | None, seed: int = 0, halo: bool = False) -> dict:
     """Build, train one epoch and score a random graph of `num_qas` QAs; return times and peaks."""
     import torch
 
@@ -89,7 +90,7 @@ def measure(num_qas: int, threads: int | None, seed: int = 0) -> dict:
     from microvqa_pp.graph.signals import SignalSpec
     from microvqa_pp.graph.train import build_model, predict_heads, score_folds, train_epoch
 
-    settings = FilterConfig(threads=threads)
+    settings = FilterConfig(threads=threads, score_halo=halo)
     arrays = _random_arrays(num_qas, seed)
     spec = SignalSpec.fit(arrays.signals)
     result: dict = {"qas": num_qas, "figures": arrays.num_figures}
@@ -121,7 +122,7 @@ def measure(num_qas: int, threads: int | None, seed: int = 0) -> dict:
 
         _reset_peak()
         started = time.perf_counter()
-        predicted = predict_heads(model, graph, spec, score_folds(num_qas, seed))
+        predicted = predict_heads(model, graph, spec, score_folds(num_qas, seed), halo=settings.score_halo)
         result["score_s"] = time.perf_counter() - started
         result["score_peak_gib"] = _peak_gib()
     assert predicted.shape == (num_qas, 2)
@@ -137,11 +138,12 @@ def main() -> None:
         default=1,
         help="PyTorch CPU threads for training and scoring (0: the filter's own choice, see filter.threads)",
     )
+    parser.add_argument("--halo", action="store_true", help="Score each partition with its halo (filter.score_halo).")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
 
     if arguments.child is not None:
-        print(json.dumps(measure(arguments.child, arguments.threads or None)))
+        print(json.dumps(measure(arguments.child, arguments.threads or None, halo=arguments.halo)))
         return
 
     import platform
@@ -152,7 +154,7 @@ def main() -> None:
     rows = []
     for size in arguments.sizes:
         output = subprocess.run(
-            [sys.executable, __file__, "--child", str(size), "--threads", str(arguments.threads)],
+            [sys.executable, __file__, "--child", str(size), "--threads", str(arguments.threads), *(["--halo"] if arguments.halo else [])],
             check=True,
             capture_output=True,
             text=True,

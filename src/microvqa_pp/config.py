@@ -150,6 +150,10 @@ class FilterConfig(Section):
     """Share of QA nodes whose weak labels are kept out of training, for early stopping."""
     batch_qas: int = Field(default=50_000, ge=1)
     """Graphs with more QA nodes are trained and scored in partitions of about this many QAs."""
+    score_halo: bool = False
+    """Score each partition together with the figures that similarity edges join to it, so no QA
+    loses a neighbour to the cut. Exact for one-layer models; at 1 M QAs in 20 partitions it made
+    scoring about ten times slower, so it is off by default. No effect below `batch_qas` QAs."""
     threads: int | None = Field(default=None, ge=1)
     """CPU threads for training and scoring; None: one thread below 20,000 QAs, where tensors are too
     small to repay the synchronisation of several, and PyTorch's default above."""

@@ -188,3 +188,12 @@ def test_graph_without_qas_scores_nothing(arrays):
     scores = score_graph(empty, SETTINGS, seed=0)
     assert scores.fused.shape == (0,)
     assert scores.training is None
+
+
+def test_score_halo_changes_only_the_final_scores(arrays):
+    plain = SETTINGS.model_copy(update={"batch_qas": 30})
+    with_halo = SETTINGS.model_copy(update={"batch_qas": 30, "score_halo": True})
+    first = score_graph(arrays, plain, seed=3)
+    second = score_graph(arrays, with_halo, seed=3)
+    assert first.training.history == second.training.history
+    assert not np.allclose(first.heads, second.heads)

@@ -5,12 +5,18 @@ partitions instead. Figures are put in an order that keeps similar figures toget
 Cuthill-McKee order (scipy) of the graph that links figures whose images or QAs are nearest
 neighbours. Consecutive figures are then grouped until a group contains about `batch_qas` QAs.
 A partition contains its figures' image, caption and QA nodes and every edge between them.
-Similarity edges that cross partitions are dropped, as in Cluster-GCN. Figure-QA edges never
-cross, since a figure's QAs stay with it. A graph with at most `batch_qas` QAs is one partition, the graph itself.
+Figure-QA edges never cross, since a figure's QAs stay with it. A graph with at most
+`batch_qas` QAs is one partition, the graph itself.
 
-NOTE: scoring uses the same partitions, so a QA whose nearest neighbours fall in another
-partition is scored without them (18 % of the edges at 1 M QAs, see benchmarks/README.md).
-Scoring each partition with a one-hop halo of context nodes would remove that dependence on the cut.
+Training drops the similarity edges that cross partitions, as in Cluster-GCN, and by default
+scoring does too. With `filter.score_halo`, each partition is scored together with a halo, the
+figures that a similarity edge joins to it, so a QA gets its nearest neighbours wherever the cut
+fell (`with_halo`); only the partition's own QAs are read from that pass. With two
+message-passing layers, a neighbour's own neighbours outside the halo are still left out.
+
+NOTE: the halo grows with the share of edges that cross partitions (18 % at 1 M QAs in 20
+partitions), and there it made scoring about ten times slower (benchmarks/README.md), which is
+why it is off by default.
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ class PartitionedGraph:
         else:
             figure_part = _figure_partitions(data, qa_figure, batch_qas)
         self.num_parts = int(figure_part.max()) + 1 if num_figures else 1
+        self.qa_figure = qa_figure
+        self.figure_part = figure_part
         self.part_of = {"image": figure_part, "caption": figure_part, "qa": figure_part[qa_figure]}
 
         # Node ids of each partition, and each node's position inside its partition.
@@ -116,6 +124,54 @@ class PartitionedGraph:
             if "edge_attr" in self.data[edge_type]:
                 subgraph[edge_type].edge_attr = self.data[edge_type].edge_attr[selected]
         return subgraph
+
+
+    def with_halo(self, part: int):
+        """Return partition `part` with its halo, the global ids of its QA nodes and which are its own.
+
+        The halo is every figure (image, caption and QAs) that an image-image or QA-QA similarity
+        edge joins to the partition. The subgraph has every edge among its nodes. Returns
+        (subgraph, qa_ids, own): `qa_ids[i]` is the global index of QA node i, and `own[i]` is
+        True for the partition's QAs, False for the halo's.
+        """
+        if self.num_parts == 1:
+            qa_ids = torch.arange(self.data["qa"].num_nodes)
+            return self.data, qa_ids, torch.ones(qa_ids.numel(), dtype=torch.bool)
+        from torch_geometric.data import HeteroData
+
+        own_figures = self.figure_part == part
+        chosen = own_figures.copy()
+        for edge_type, figure_of in ((IMAGE_IMAGE, None), (QA_QA, self.qa_figure)):
+            index = self.data[edge_type].edge_index.numpy()
+            figures = index if figure_of is None else figure_of[index]
+            crossing = own_figures[figures[0]] != own_figures[figures[1]]
+            chosen[figures[:, crossing].ravel()] = True
+
+        in_subgraph = {"image": chosen, "caption": chosen, "qa": chosen[self.qa_figure]}
+        subgraph = HeteroData()
+        local: dict[str, np.ndarray] = {}
+        for node_type in self.data.node_types:
+            members = np.nonzero(in_subgraph[node_type])[0]
+            positions = np.full(in_subgraph[node_type].size, -1, dtype=np.int64)
+            positions[members] = np.arange(members.size)
+            local[node_type] = positions
+            store = self.data[node_type]
+            selected = torch.from_numpy(members)
+            for key, value in store.items():
+                if isinstance(value, Tensor) and value.dim() > 0 and value.size(0) == store.num_nodes:
+                    subgraph[node_type][key] = value[selected]
+            subgraph[node_type].num_nodes = members.size
+        for edge_type in self.data.edge_types:
+            source_type, _, target_type = edge_type
+            index = self.data[edge_type].edge_index.numpy()
+            keep = in_subgraph[source_type][index[0]] & in_subgraph[target_type][index[1]]
+            kept = index[:, keep]
+            subgraph[edge_type].edge_index = torch.from_numpy(np.stack([local[source_type][kept[0]], local[target_type][kept[1]]]))
+            if "edge_attr" in self.data[edge_type]:
+                subgraph[edge_type].edge_attr = self.data[edge_type].edge_attr[torch.from_numpy(keep)]
+        qa_members = np.nonzero(in_subgraph["qa"])[0]
+        own = torch.from_numpy(own_figures[self.qa_figure[qa_members]])
+        return subgraph, torch.from_numpy(qa_members), own
 
 
 def _figure_partitions(data, qa_figure: np.ndarray, batch_qas: int) -> np.ndarray:

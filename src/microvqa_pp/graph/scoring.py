@@ -96,6 +96,6 @@ def score_graph(arrays: GraphArrays, settings: FilterConfig, seed: int = 0, *, t
     graph = PartitionedGraph(data, settings.batch_qas)
     with torch_threads(settings.threads or (1 if arrays.num_qas < SINGLE_THREAD_BELOW else None)):
         result.training = fit(graph, spec, settings, seed=seed)
-        result.heads = predict_heads(result.training.model, graph, spec, score_folds(arrays.num_qas, seed))
+        result.heads = predict_heads(result.training.model, graph, spec, score_folds(arrays.num_qas, seed), halo=settings.score_halo)
     result.fused = fuse(result.heads, result.judge, settings, result.training.explained_variance)
     return result

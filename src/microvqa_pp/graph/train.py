@@ -235,28 +235,40 @@ def score_folds(num_qas: int, seed: int) -> Tensor:
 
 
 @torch.no_grad()
-def predict_heads(model: HiCQAGraph, graph: PartitionedGraph, spec: SignalSpec, folds: Tensor) -> np.ndarray:
+def predict_heads(model: HiCQAGraph, graph: PartitionedGraph, spec: SignalSpec, folds: Tensor, *, halo: bool = False) -> np.ndarray:
     """Return both heads' probabilities [Q, 2] for every QA, each predicted with its signal hidden.
 
     `folds` [Q] assigns QAs to two folds. Pass one hides the NLI signals of fold 0 and the
     alignment signal of fold 1, and pass two the reverse. Each prediction is read from the pass
     that hid its own signal.
+
+    With `halo`, each partition is predicted together with the figures that similarity edges join
+    to it (see `PartitionedGraph.with_halo`), so no QA loses a neighbour to the cut. The final
+    scores use it when `filter.score_halo` is set. It costs more (at 1 M QAs in 20 partitions about
+    ten times the plain pass, see benchmarks/README.md), so the held-out loss of early stopping,
+    which only compares epochs with each other, always uses the plain partitions.
     """
     was_training = model.training
     model.eval()
     num_qas = graph.data["qa"].num_nodes
     probabilities = np.zeros((num_qas, len(HEAD_NAMES)), dtype=np.float32)
     for part in tqdm(range(len(graph)), desc="filter: scoring", unit="partition", leave=False, disable=len(graph) < 2):
-        batch = graph[part]
-        qa_ids = graph.qa_ids[part]
+        # Only the partition's own QAs are read; halo QAs are context.
+        if halo:
+            batch, qa_ids, own = graph.with_halo(part)
+        else:
+            batch, qa_ids = graph[part], graph.qa_ids[part]
+            own = torch.ones(qa_ids.numel(), dtype=torch.bool)
         fold = folds[qa_ids]
+        rows = qa_ids.numpy()
+        own_rows = own.numpy()
         for hide_nli in (fold, ~fold):
             x_dict, edge_index_dict, edge_attr_dict = model_inputs(batch, spec, {"nli": hide_nli, "alignment": ~hide_nli})
             predicted = torch.sigmoid(model(x_dict, edge_index_dict, edge_attr_dict)).numpy()
-            rows = qa_ids.numpy()
-            nli_rows = hide_nli.numpy()
+            nli_rows = hide_nli.numpy() & own_rows
+            alignment_rows = ~hide_nli.numpy() & own_rows
             probabilities[rows[nli_rows], 0] = predicted[nli_rows, 0]
-            probabilities[rows[~nli_rows], 1] = predicted[~nli_rows, 1]
+            probabilities[rows[alignment_rows], 1] = predicted[alignment_rows, 1]
     model.train(was_training)
     return probabilities
 
