@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import pickle
 
 import numpy as np
@@ -51,3 +52,26 @@ def test_pickled_cache_reopens(tmp_path) -> None:
     copy = pickle.loads(pickle.dumps(cache))
     assert copy._connection is None
     assert copy.get_scores("ns", ["k"]) == {"k": 1}
+
+
+def _put_vector_together(folder, barrier) -> None:
+    barrier.wait(timeout=30)
+    cache = SignalCache(folder)
+    cache.put_vectors("ns", {multiprocessing.current_process().name: np.ones(4, dtype=np.float32)})
+    cache.close()
+
+
+def test_processes_creating_one_new_cache_together(tmp_path):
+    # Worker processes of a fresh run open a signal cache that does not exist yet, all at once;
+    # none of them may fail with "database is locked".
+    context = multiprocessing.get_context("fork")
+    for attempt in range(10):
+        folder = tmp_path / f"fresh-{attempt}"
+        barrier = context.Barrier(6)
+        workers = [context.Process(target=_put_vector_together, args=(folder, barrier), name=f"w{n}") for n in range(6)]
+        for process in workers:
+            process.start()
+        for process in workers:
+            process.join(timeout=60)
+        assert [process.exitcode for process in workers] == [0] * 6, f"attempt {attempt}"
+        assert len(SignalCache(folder).get_vectors("ns", [f"w{n}" for n in range(6)])) == 6

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from microvqa_pp.agents.base import ChatReply, ChatRequest, ImagePart
+from microvqa_pp.run import sqlite
 
 SCHEMA_VERSION = 1
 """Bumped when the key layout changes, so old entries are never read with a new meaning."""
@@ -110,35 +111,10 @@ class ResponseCache:
         connection = getattr(self._local, "connection", None)
         if connection is not None and self._local.pid == os.getpid():
             return connection
-        connection = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
-        self._enable_wal(connection)
-        # NORMAL keeps each commit durable against a killed process (not against power loss)
-        # without an fsync per reply.
-        connection.execute("PRAGMA synchronous=NORMAL")
+        connection = sqlite.connect(self.path, self.busy_timeout_s, autocommit=True)
         self._local.connection = connection
         self._local.pid = os.getpid()
         return connection
-
-    def _enable_wal(self, connection: sqlite3.Connection) -> None:
-        """Switch the file to write-ahead logging, waiting out other processes doing the same.
-
-        SQLite fails a journal-mode change that races another connection with "database is
-        locked" at once, without calling the busy handler, so worker processes that open a new
-        cache together retry here until `busy_timeout_s` runs out.
-        """
-        deadline = time.monotonic() + self.busy_timeout_s
-        delay = 0.005
-        while True:
-            try:
-                if connection.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
-                    return
-                connection.execute("PRAGMA journal_mode=WAL")
-                return
-            except sqlite3.OperationalError as error:
-                if "locked" not in str(error) or time.monotonic() + delay > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
 
     def get(self, key: str) -> ChatReply | None:
         """Return the stored reply for `key`, marked `cached`, or None."""

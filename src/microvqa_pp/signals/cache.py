@@ -17,6 +17,8 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from microvqa_pp.run import sqlite
+
 CACHE_FILE = "signals.sqlite"
 _MAX_PARAMETERS = 500  # keys per SELECT, below SQLite's limit on bound parameters
 
@@ -64,9 +66,7 @@ class SignalCache:
     def connection(self) -> sqlite3.Connection:
         if self._connection is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(self.path, timeout=60.0)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")
+            connection = sqlite.connect(self.path, busy_timeout_s=60.0)
             connection.executescript(_SCHEMA)
             self._connection = connection
         return self._connection
@@ -78,18 +78,18 @@ class SignalCache:
 
     # Vectors ---------------------------------------------------------------------------------
 
-    def get_vectors(self, namespace: str, keys: Iterable[str]) -> dict[str, np.ndarray]:
-        """Return the cached vectors of the keys that are present."""
-        found: dict[str, np.ndarray] = {}
+    def _select(self, table: str, column: str, namespace: str, keys: Iterable[str]) -> Iterator[tuple[str, Any]]:
+        """Yield (key, stored value) of the keys of `namespace` that `table` contains."""
         for chunk in _chunks(list(dict.fromkeys(keys))):
             placeholders = ",".join("?" * len(chunk))
-            rows = self.connection.execute(
-                f"SELECT key, vector FROM vectors WHERE namespace = ? AND key IN ({placeholders})",
+            yield from self.connection.execute(
+                f"SELECT key, {column} FROM {table} WHERE namespace = ? AND key IN ({placeholders})",
                 (namespace, *chunk),
             )
-            for key, blob in rows:
-                found[key] = np.frombuffer(blob, dtype=np.float32).copy()
-        return found
+
+    def get_vectors(self, namespace: str, keys: Iterable[str]) -> dict[str, np.ndarray]:
+        """Return the cached vectors of the keys that are present."""
+        return {key: np.frombuffer(blob, dtype=np.float32).copy() for key, blob in self._select("vectors", "vector", namespace, keys)}
 
     def put_vectors(self, namespace: str, vectors: dict[str, np.ndarray]) -> None:
         rows = [(namespace, key, np.asarray(vector, dtype=np.float32).tobytes()) for key, vector in vectors.items()]
@@ -100,16 +100,7 @@ class SignalCache:
 
     def get_scores(self, namespace: str, keys: Iterable[str]) -> dict[str, Any]:
         """Return the cached JSON values of the keys that are present."""
-        found: dict[str, Any] = {}
-        for chunk in _chunks(list(dict.fromkeys(keys))):
-            placeholders = ",".join("?" * len(chunk))
-            rows = self.connection.execute(
-                f"SELECT key, value FROM scores WHERE namespace = ? AND key IN ({placeholders})",
-                (namespace, *chunk),
-            )
-            for key, value in rows:
-                found[key] = json.loads(value)
-        return found
+        return {key: json.loads(value) for key, value in self._select("scores", "value", namespace, keys)}
 
     def put_scores(self, namespace: str, values: dict[str, Any]) -> None:
         rows = [(namespace, key, json.dumps(value)) for key, value in values.items()]
