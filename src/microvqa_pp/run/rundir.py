@@ -237,17 +237,21 @@ class RunDir:
             changed_upstream=tuple(self.changed_upstream(stage)),
         )
 
-    def changed_upstream(self, stage: str, _seen: frozenset[str] = frozenset()) -> list[str]:
+    def changed_upstream(self, stage: str) -> list[str]:
         """Return the earlier stages whose output changed after `stage` read it, directly or through
         a stage between them. A stage that ran before upstream fingerprints were recorded has none."""
+        entries = self.read_manifest().get("stages", {})
         changed: list[str] = []
-        for name, fingerprint in (self.stage_entry(stage).get("upstream") or {}).items():
-            if name in _seen:
-                continue
-            if self.stage_entry(name).get("fingerprint", "") != fingerprint:
-                changed.append(name)
-            changed += self.changed_upstream(name, _seen | {stage})
-        return list(dict.fromkeys(changed))
+        pending, visited = [stage], {stage}
+        while pending:
+            reader = pending.pop()
+            for name, fingerprint in (entries.get(reader, {}).get("upstream") or {}).items():
+                if entries.get(name, {}).get("fingerprint", "") != fingerprint and name not in changed:
+                    changed.append(name)
+                if name not in visited:
+                    visited.add(name)
+                    pending.append(name)
+        return changed
 
     def add_note(self, key: str, text: str) -> None:
         """Record a fact about the run that a reader of the data must know (e.g. a missing signal)."""

@@ -27,7 +27,7 @@ from microvqa_pp.signals.loading import (
     load_model,
     model_dtype,
     model_identity,
-    precision_tag,
+    CachedModel,
     to_device,
 )
 
@@ -43,19 +43,12 @@ def is_open_clip_name(name: str) -> bool:
     return name.startswith((HF_HUB_PREFIX, LOCAL_DIR_PREFIX))
 
 
-class ClipEncoder(ABC):
+class ClipEncoder(CachedModel, ABC):
     """Image and text towers of a CLIP model, with cached unit-length embeddings."""
-
-    def __init__(self, name: str, device: str, *, half_precision: bool, batch_size: int, cache: SignalCache):
-        self.name = name
-        self.device = device
-        self.half_precision = half_precision
-        self.batch_size = batch_size
-        self.cache = cache
 
     @cached_property
     def namespace(self) -> str:
-        return f"{model_identity(self.name)}|{CLIP_VERSION}{precision_tag(self.device, self.half_precision)}"
+        return f"{model_identity(self.name)}|{CLIP_VERSION}{self.precision}"
 
     # What each library implements ----------------------------------------------------------
 

@@ -16,6 +16,8 @@ from microvqa_pp.errors import ConfigError, MicroVQAError
 if TYPE_CHECKING:
     import torch
 
+    from microvqa_pp.signals.cache import SignalCache
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -74,6 +76,23 @@ def precision_tag(device: str, half_precision: bool) -> str:
     are cached apart; float32 keeps the bare namespace that earlier caches used.
     """
     return "|float16" if half_precision and device.startswith(("cuda", "mps")) else ""
+
+
+class CachedModel:
+    """Base of the signal models: the model's name, device, precision and batch size, and the
+    cache of its outputs, whose namespace names the precision (`precision_tag`)."""
+
+    def __init__(self, name: str, device: str, *, half_precision: bool, batch_size: int, cache: "SignalCache"):
+        self.name = name
+        self.device = device
+        self.half_precision = half_precision
+        self.batch_size = batch_size
+        self.cache = cache
+
+    @property
+    def precision(self) -> str:
+        """Return the precision part of this model's cache namespace (see `precision_tag`)."""
+        return precision_tag(self.device, self.half_precision)
 
 
 def resolve_text_model(name: str) -> str:

@@ -19,9 +19,9 @@ from functools import cached_property, lru_cache
 from typing import Any, Mapping
 
 from microvqa_pp.deps import require
-from microvqa_pp.signals.cache import SignalCache, content_key
+from microvqa_pp.signals.cache import content_key
 from microvqa_pp.signals.lexical import split_sentences
-from microvqa_pp.signals.loading import ModelLoadError, load_model, model_dtype, model_identity, precision_tag, to_device
+from microvqa_pp.signals.loading import CachedModel, ModelLoadError, load_model, model_dtype, model_identity, to_device
 
 NLI_VERSION = "nli-sentence-windows-v1"
 """Version of the windowing and aggregation; part of the cache namespace."""
@@ -121,15 +121,8 @@ class _PairWindow:
     tokens: int
 
 
-class NLIScorer:
+class NLIScorer(CachedModel):
     """Cached entailment, neutral and contradiction probabilities for (caption, statement) pairs."""
-
-    def __init__(self, name: str, device: str, *, half_precision: bool, batch_size: int, cache: SignalCache):
-        self.name = name
-        self.device = device
-        self.half_precision = half_precision
-        self.batch_size = batch_size
-        self.cache = cache
 
     @cached_property
     def loaded(self) -> tuple[Any, Any, dict[str, int]]:
@@ -152,7 +145,7 @@ class NLIScorer:
 
     @cached_property
     def namespace(self) -> str:
-        return f"{model_identity(self.name)}|{NLI_VERSION}{precision_tag(self.device, self.half_precision)}"
+        return f"{model_identity(self.name)}|{NLI_VERSION}{self.precision}"
 
     @cached_property
     def max_length(self) -> int:

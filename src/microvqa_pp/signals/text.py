@@ -15,7 +15,7 @@ import numpy as np
 
 from microvqa_pp.deps import require
 from microvqa_pp.signals.cache import SignalCache, content_key
-from microvqa_pp.signals.loading import load_model, model_dtype, model_identity, precision_tag, resolve_text_model, to_device
+from microvqa_pp.signals.loading import CachedModel, load_model, model_dtype, model_identity, resolve_text_model, to_device
 
 SENTENCE_EMBEDDING_VERSION = "sentence-embedding-v1"
 """Version of how vectors are computed here (L2-normalized `sentence_embedding` output)."""
@@ -33,16 +33,12 @@ def _load_sentence_transformer(path: str, device: str, half_precision: bool) -> 
     return model
 
 
-class SentenceEmbedder:
+class SentenceEmbedder(CachedModel):
     """A sentence-transformers model with cached, L2-normalized embeddings."""
 
     def __init__(self, name: str, device: str, *, half_precision: bool, batch_size: int, cache: SignalCache):
-        self.name = name
+        super().__init__(name, device, half_precision=half_precision, batch_size=batch_size, cache=cache)
         self.path = resolve_text_model(name)
-        self.device = device
-        self.half_precision = half_precision
-        self.batch_size = batch_size
-        self.cache = cache
 
     @cached_property
     def model(self) -> Any:
@@ -55,7 +51,7 @@ class SentenceEmbedder:
 
     @cached_property
     def namespace(self) -> str:
-        return f"{model_identity(self.path)}|{SENTENCE_EMBEDDING_VERSION}{precision_tag(self.device, self.half_precision)}"
+        return f"{model_identity(self.path)}|{SENTENCE_EMBEDDING_VERSION}{self.precision}"
 
     @property
     def max_length(self) -> int:
