@@ -93,7 +93,7 @@ def test_single_partition_halo_is_the_graph():
     assert bool(own.all())
 
 
-def test_one_layer_scores_with_halo_equal_whole_graph_scores():
+def test_halo_scores_match_whole_graph():
     # With one message-passing layer a QA's score depends only on its direct neighbours, which
     # the halo always brings, so partitioned scoring must reproduce whole-graph scoring.
     from microvqa_pp.config import FilterConfig

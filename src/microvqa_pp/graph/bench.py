@@ -236,9 +236,10 @@ def evaluate_scores(scores: np.ndarray, labels: list[str], keep_share: float) ->
 class BenchReport:
     """Results averaged over seeds, and the suite's description.
 
-    `methods` holds the filter methods: `graph` and each available baseline. `components` holds
-    scores that are not filter methods but explain them: each graph head alone (`graph:nli`,
-    `graph:alignment`) and `span_found`, the binary check that the answer occurs in the caption.
+    `methods` contains the filter methods: `graph` and each available baseline. `components`
+    contains scores that are not filter methods but explain them: each graph head alone
+    (`graph:nli`, `graph:alignment`) and `span_found`, the binary check that the answer occurs
+    in the caption.
     """
 
     methods: dict[str, dict[str, Any]]
@@ -346,8 +347,8 @@ def run_bench(
 def format_table(report: BenchReport) -> str:
     """Render the report as an aligned text table, one row per method.
 
-    Each corruption's column holds its AUROC and, after the slash, the share of its corrupted QAs
-    that the keep share removes.
+    Each corruption's column contains its AUROC and, after the slash, the share of its corrupted
+    QAs that the keep share removes.
     """
     header = ["method", "AUROC", "removed@keep", "clean removed", *(f"{name} AUROC/removed" for name in CORRUPTIONS)]
     rows = [header]

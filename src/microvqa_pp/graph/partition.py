@@ -9,9 +9,9 @@ Figure-QA edges never cross, since a figure's QAs stay with it. A graph with at 
 `batch_qas` QAs is one partition, the graph itself.
 
 Training drops the similarity edges that cross partitions, as in Cluster-GCN, and by default
-scoring does too. With `filter.score_halo`, each partition is scored together with a halo, the
-figures that a similarity edge joins to it, so a QA gets its nearest neighbours wherever the cut
-fell (`with_halo`); only the partition's own QAs are read from that pass. With two
+scoring does too. With `filter.score_halo`, each partition is scored together with a halo: the
+figures that a similarity edge joins to it (`with_halo`). So a QA gets its nearest neighbours
+wherever the cut fell. Only the partition's own QAs are read from that pass. With two
 message-passing layers, a neighbour's own neighbours outside the halo are still left out.
 
 NOTE: the halo grows with the share of edges that cross partitions (18 % at 1 M QAs in 20

@@ -221,9 +221,9 @@ class McqStage(ChunkedStage):
     ) -> list[tuple[int, str, int]]:
         """Return per question the Bloom's level, its source and the offline classifier's level.
 
-        The level comes from the agent; the classifier's level is kept beside it, and stands in
-        for the agent's when the agent is the offline one, when `mcq.blooms` is `classifier`, or
-        when the agent's reply fails.
+        The level comes from the agent, and the classifier's level is kept beside it. The
+        classifier's level replaces the agent's when the agent is the offline one, when
+        `mcq.blooms` is `classifier`, or when the agent's reply fails.
         """
         if not finals:
             return []

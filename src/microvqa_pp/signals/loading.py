@@ -73,7 +73,7 @@ def precision_tag(device: str, half_precision: bool) -> str:
     """Return the part of a cache namespace that names the precision: empty for float32.
 
     Values computed in float16 on a GPU differ in the last digits from float32 ones, so the two
-    are cached apart; float32 keeps the bare namespace that earlier caches used.
+    are cached apart. float32 keeps the bare namespace that earlier caches used.
     """
     return "|float16" if half_precision and device.startswith(("cuda", "mps")) else ""
 
@@ -146,7 +146,7 @@ def model_identity(name: str) -> str:
 
 
 def load_model(kind: str, name: str, setting: str, loader: Callable[[], T]) -> T:
-    """Call `loader`, turning a loading failure into a ModelLoadError that says what to change."""
+    """Call `loader`, turning a loading failure into a ModelLoadError that names the setting to change."""
     logger.info("loading %s %s", kind, name)
     try:
         return loader()
